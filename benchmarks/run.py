@@ -1,0 +1,56 @@
+"""Run a training command and record its result as ``benchmarks/results/<name>.json``.
+
+    python benchmarks/run.py weak_kolektor_cpu -- experiment=weak_kolektor_cpu data.archive=../shared/datasets/KolektorSDD.zip
+
+The JSON holds the command, git commit, device, date, wall time and the run's ``metrics.json``
+(``metrics.pooled`` and ``metrics.folds``), copied from the run folder, never typed in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from evaluation.run_info import run_info  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("name")
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_args()
+    run_dir = ROOT / "outputs" / "benchmarks" / f"{args.name}_{dt.datetime.now():%Y%m%d_%H%M%S}"
+    command = [sys.executable, "train.py", *args.overrides, f"hydra.run.dir={run_dir}"]
+    start = time.perf_counter()
+    subprocess.run(command, cwd=ROOT, check=True)
+    wall = time.perf_counter() - start
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    info = run_info()
+    result = {
+        "name": args.name,
+        "command": "python train.py " + " ".join(shlex.quote(o) for o in args.overrides),
+        "commit": info["commit"],
+        "device": info["device"],
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "wall_s": round(wall, 1),
+        "packages": info["packages"],
+        "run_dir": str(run_dir.relative_to(ROOT)),
+        "metrics": {"pooled": metrics["pooled"], "folds": metrics["folds"]},
+    }
+    out = ROOT / "benchmarks" / "results" / f"{args.name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: result[k] for k in ("name", "wall_s", "device")} | {"pooled": metrics["pooled"]}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

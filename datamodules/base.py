@@ -1,0 +1,210 @@
+"""The base DataModule: a sample table split into folds by group, decoded once, served to Lightning."""
+
+from __future__ import annotations
+
+import random
+from abc import abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from datamodules.archive import download, extract_once
+from datamodules.errors import DatasetError
+from datamodules.samples import DecodedCache, Sample
+from datamodules.sampling import BalancedBatchSampler
+from datamodules.splits import assign_group_folds
+
+
+class DecodedDataset(Dataset):
+    """Samples decoded (and resized) once through :class:`DecodedCache`; items are dicts of tensors."""
+
+    def __init__(self, samples: Sequence[Sample], size: tuple[int, int]) -> None:
+        self.samples = list(samples)
+        self.size = size
+        decoded = [DecodedCache.get(s, size) for s in self.samples]
+        self.images = torch.stack([d[0] for d in decoded]) if decoded else torch.empty(0, 1, *size)
+        self.masks = torch.stack([d[1] for d in decoded]) if decoded else torch.empty(0, 1, *size)
+        self.labels = torch.tensor([s.label for s in self.samples], dtype=torch.float32)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return {
+            "image": self.images[index].float().div_(255.0),
+            "mask": self.masks[index],
+            "label": self.labels[index],
+            "index": index,
+            "name": self.samples[index].name,
+        }
+
+
+class DefectDataModule(L.LightningDataModule):
+    """Base of every dataset: list samples (a pure function), split 3 folds by group, decode, serve.
+
+    Subclasses implement :meth:`list_samples` and, where the dataset has an official split,
+    :meth:`official_test_groups`. Folds never split a group (for KolektorSDD: a commutator ``kosNN``).
+
+    Args:
+        root: dataset folder (the one that holds the dataset's own top-level layout).
+        archive: a local zip extracted once into ``root`` when ``root`` is absent.
+        url, sha256: where to download ``archive`` from when it is absent too, and its checksum.
+        fold: the test fold, ``0 .. num_folds-1``; the other folds train.
+        num_defective: keep this many defective training images (seeded); ``None`` keeps all.
+        image_size: (H, W) every image is resized to.
+        pairs_per_batch: defective + defect-free pairs per training batch (1 = the paper's batch of 1+1).
+        test_groups: explicit test groups per fold, overriding the official or the generated split.
+        seed: chooses the ``num_defective`` images and orders the training batches.
+        split_seed: the generated split by group (datasets without an official one); fixed apart from
+            ``seed`` so that the folds stay put while the seed varies.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        archive: str | Path | None = None,
+        url: str | None = None,
+        sha256: str | None = None,
+        fold: int = 0,
+        num_folds: int = 3,
+        num_defective: int | None = None,
+        image_size: Sequence[int] = (1408, 512),
+        pairs_per_batch: int = 1,
+        test_groups: Sequence[Sequence[str]] | None = None,
+        seed: int = 0,
+        split_seed: int = 0,
+        num_workers: int = 0,
+        eval_batch_size: int = 4,
+    ) -> None:
+        super().__init__()
+        self.root = Path(root)
+        self.archive = Path(archive) if archive else None
+        self.url = url
+        self.sha256 = sha256
+        if not 0 <= fold < num_folds:
+            raise DatasetError(f"fold {fold} is out of range: this dataset has folds 0..{num_folds - 1}")
+        self.fold = fold
+        self.num_folds = num_folds
+        self.num_defective = num_defective
+        self.image_size = (int(image_size[0]), int(image_size[1]))
+        self.pairs_per_batch = pairs_per_batch
+        self.test_groups = [list(g) for g in test_groups] if test_groups else None
+        self.seed = seed
+        self.split_seed = split_seed
+        self.num_workers = num_workers
+        self.eval_batch_size = eval_batch_size
+        self.train_samples: list[Sample] = []
+        self.test_samples: list[Sample] = []
+
+    # -- what a subclass provides ---------------------------------------------------------------
+    @abstractmethod
+    def list_samples(self) -> list[Sample]:
+        """All samples of the dataset under ``self.root``."""
+
+    def official_test_groups(self) -> list[list[str]] | None:
+        """The dataset's official test groups per fold, if it has them."""
+        return None
+
+    def defective_training_groups(self) -> list[str] | None:
+        """Groups whose defective images an official split keeps for training, if it restricts them."""
+        return None
+
+    download_hint: str = "see the README for where to get this dataset"
+
+    # -- getting data onto disk -----------------------------------------------------------------
+    def prepare_data(self) -> None:
+        """Make ``root`` exist: extract ``archive`` into it (downloading it first from ``url``)."""
+        if self.root.exists() and not (self.archive is not None and not any(self.root.iterdir())):
+            return
+        if self.archive is not None:
+            if not self.archive.exists() and self.url:
+                download(self.url, self.archive, self.sha256)
+            if not self.archive.exists():
+                raise DatasetError(f"archive {self.archive} does not exist; {self.download_hint}")
+            extract_once(self.archive, self.root)
+            return
+        if self.url:
+            raise DatasetError(f"data.url is set but data.archive is not: name the zip to download {self.url} to")
+        raise DatasetError(f"dataset root {self.root} does not exist; {self.download_hint}")
+
+    @property
+    def dataset_dir(self) -> Path:
+        """``root``, or the single top folder an extracted archive put inside it."""
+        if (self.root / ".extracted").exists():
+            entries = [p for p in self.root.iterdir() if not p.name.startswith(".")]
+            if len(entries) == 1 and entries[0].is_dir():
+                return entries[0]
+        return self.root
+
+    # -- splitting ------------------------------------------------------------------------------
+    def split(self, samples: list[Sample]) -> tuple[list[Sample], list[Sample]]:
+        """(train, test) samples of ``self.fold``, with ``num_defective`` applied to train."""
+        folds = self.test_groups or self.official_test_groups()
+        if folds is None:
+            defective_groups = {s.group for s in samples if s.label == 1}
+            assignment = assign_group_folds(
+                [s.group for s in samples], defective_groups, self.num_folds, self.split_seed
+            )
+            folds = [[g for g, f in assignment.items() if f == k] for k in range(self.num_folds)]
+        if len(folds) != self.num_folds:
+            raise DatasetError(f"the split has {len(folds)} folds, expected {self.num_folds}")
+        known = {s.group for s in samples}
+        test_set = set(folds[self.fold])
+        missing = sorted(test_set - known)
+        if missing:
+            raise DatasetError(f"the split names groups not found under {self.root}: {', '.join(missing[:5])}")
+        train = [s for s in samples if s.group not in test_set]
+        test = [s for s in samples if s.group in test_set]
+        return self.select_defective(train), test
+
+    def select_defective(self, train: list[Sample]) -> list[Sample]:
+        """Keep ``num_defective`` defective training images, chosen by seed; defect-free ones unchanged."""
+        defective = [s for s in train if s.label == 1]
+        allowed = self.defective_training_groups()
+        if allowed is not None:
+            defective = [s for s in defective if s.group in set(allowed)]
+        if self.num_defective is not None:
+            if self.num_defective > len(defective):
+                raise DatasetError(
+                    f"num_defective={self.num_defective} but fold {self.fold} has only {len(defective)} "
+                    f"defective training images"
+                )
+            defective = sorted(defective, key=lambda s: s.name)
+            random.Random(self.seed).shuffle(defective)
+            defective = defective[: self.num_defective]
+        keep = {s.name for s in defective}
+        return [s for s in train if s.label == 0 or s.name in keep]
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_samples:
+            return
+        if not self.root.exists():
+            raise DatasetError(f"dataset root {self.root} does not exist; {self.download_hint}")
+        self.train_samples, self.test_samples = self.split(self.list_samples())
+        self.train_set = DecodedDataset(self.train_samples, self.image_size)
+        self.test_set = DecodedDataset(self.test_samples, self.image_size)
+
+    # -- loaders --------------------------------------------------------------------------------
+    def train_dataloader(self) -> DataLoader:
+        labels = self.train_set.labels
+        sampler = BalancedBatchSampler(
+            defective=torch.nonzero(labels == 1).flatten().tolist(),
+            clean=torch.nonzero(labels == 0).flatten().tolist(),
+            pairs=self.pairs_per_batch,
+            seed=self.seed,
+        )
+        return DataLoader(self.train_set, batch_sampler=sampler, num_workers=self.num_workers)
+
+    def _eval_loader(self, dataset: Dataset) -> DataLoader:
+        return DataLoader(dataset, batch_size=self.eval_batch_size, shuffle=False, num_workers=self.num_workers)
+
+    def test_dataloader(self) -> list[DataLoader]:
+        """Two loaders: the training images (to fix a threshold without test data), then the test fold."""
+        return [self._eval_loader(self.train_set), self._eval_loader(self.test_set)]
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._eval_loader(self.test_set)

@@ -1,0 +1,91 @@
+"""The sample table every dataset is listed as, and decoding of its images into a cache."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from datamodules.errors import DatasetError
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image of a dataset.
+
+    ``label`` is the image-level label (1 defective, 0 defect-free); ``group`` is the unit that must not
+    be split across folds (a KolektorSDD commutator ``kosNN``); ``mask`` is a pixel label used for
+    evaluation and pictures only, never by a training loss.
+    """
+
+    name: str
+    image: Path
+    label: int
+    group: str
+    mask: Path | None = None
+
+
+def read_gray(path: Path) -> Image.Image:
+    """Open an image file as 8-bit grayscale, raising :class:`DatasetError` naming the file."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img.convert("L")
+    except (OSError, UnidentifiedImageError) as err:
+        raise DatasetError(f"cannot read image {path}: {err}") from err
+
+
+def read_mask(path: Path) -> np.ndarray:
+    """Read a label image as a boolean mask (any value > 0 is defect; palette BMPs use their indices)."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            arr = np.asarray(img)
+    except (OSError, UnidentifiedImageError) as err:
+        raise DatasetError(f"cannot read mask {path}: {err}") from err
+    if arr.ndim == 3:
+        arr = arr.max(axis=2)
+    return arr > 0
+
+
+def decode_sample(sample: Sample, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decode one sample resized to ``size`` = (H, W): a uint8 image and a bool mask, each (1, H, W).
+
+    The mask is resized with area averaging and kept where any defect pixel falls, so thin cracks survive
+    downscaling. A mask whose size differs from its image is an error.
+    """
+    height, width = size
+    image = read_gray(sample.image)
+    if sample.mask is None:
+        mask = np.zeros((height, width), dtype=bool)
+    else:
+        full = read_mask(sample.mask)
+        if full.shape != (image.height, image.width):
+            raise DatasetError(
+                f"mask {sample.mask} is {full.shape[1]}x{full.shape[0]} but its image {sample.image} "
+                f"is {image.width}x{image.height}"
+            )
+        small = Image.fromarray(full.astype(np.float32)).resize((width, height), Image.Resampling.BOX)
+        mask = np.asarray(small) > 0
+    pixels = np.asarray(image.resize((width, height), Image.Resampling.BILINEAR), dtype=np.uint8)
+    return torch.from_numpy(pixels.copy())[None], torch.from_numpy(mask.copy())[None]
+
+
+class DecodedCache:
+    """Process-wide cache of decoded, resized samples, so neither epochs nor folds decode a file twice."""
+
+    _store: dict[tuple[str, tuple[int, int]], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    @classmethod
+    def get(cls, sample: Sample, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (f"{sample.image}|{sample.mask}", tuple(size))
+        if key not in cls._store:
+            cls._store[key] = decode_sample(sample, size)
+        return cls._store[key]
+
+    @classmethod
+    def clear(cls) -> None:
+        cls._store.clear()

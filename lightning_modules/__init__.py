@@ -1,0 +1,1 @@
+"""LightningModules, one subpackage per method."""

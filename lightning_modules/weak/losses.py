@@ -1,0 +1,36 @@
+"""The weak loss and the collaborative factor of Xu et al. (2020), Eq. 3-6."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def weak_loss(heatmap: torch.Tensor, labels: torch.Tensor, alpha: float, eps: float = 1e-6) -> torch.Tensor:
+    """Eq. 3-5: the weak loss of a batch of heat maps from image-level labels only.
+
+    Q is the mean of an image's heat map. A defective image contributes Eq. 3,
+    ``L_pos = Q log Q + (1 - Q) log(1 - Q)`` (the negative entropy of Q: minimal at Q = 0.5, so some
+    of the map must light up); a defect-free image contributes Eq. 4, ``L_neg = -log(1 - Q)`` (the map
+    must stay dark). Eq. 5 combines the batch means: ``alpha * L_neg + L_pos``.
+    """
+    # squeeze Q into [eps, 1 - eps] affinely (a clamp would cut the gradient of a saturated map)
+    q = eps + (1 - 2 * eps) * heatmap.flatten(1).mean(dim=1)
+    defective = labels > 0.5
+    zero = heatmap.new_zeros(())
+    l_pos = (q * q.log() + (1 - q) * (1 - q).log())[defective].mean() if defective.any() else zero
+    l_neg = (-(1 - q).log())[~defective].mean() if (~defective).any() else zero
+    return alpha * l_neg + l_pos
+
+
+def collaborative_alpha(iteration: int, total_iterations: int, alpha_init: float = 8.0, every: int = 30) -> float:
+    """Eq. 6: ``alpha_i = alpha_init * (cos(2 pi i / k) + 3) / 4`` with ``k = round(N / n)``.
+
+    ``alpha`` is updated every ``n = every`` iterations, so ``i = iteration // n`` counts the updates
+    made so far; ``N = total_iterations`` is the length of the stage it schedules. Alpha starts at
+    ``alpha_init``, falls to ``alpha_init / 2`` half way through the k updates, and rises back.
+    """
+    k = max(1, round(total_iterations / every))
+    i = iteration // every
+    return alpha_init * (math.cos(2 * math.pi * i / k) + 3) / 4

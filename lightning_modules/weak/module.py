@@ -1,0 +1,210 @@
+"""The LightningModule of the weak method: three stages inside one ``fit`` (Xu et al. 2020, IV.A)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torchmetrics.classification import BinaryAUROC, BinaryAveragePrecision
+
+from evaluation.detection import DetectionMetrics, best_f1_threshold, detection_summary
+from evaluation.pictures import save_heatmap_panel
+from lightning_modules.weak.losses import collaborative_alpha, weak_loss
+from lightning_modules.weak.networks import WeakDefectNet
+from lightning_modules.weak.stages import PARTS, StagePlan
+
+PAPER_STAGES: list[dict] = [
+    {"name": "localization", "iterations": 750, "lr": 0.1, "train": ["trunk", "lnet"], "losses": ["weak"],
+     "alpha": "collaborative"},
+    {"name": "decision", "iterations": 1200, "lr": 0.01, "lr_drops": {600: 0.001}, "train": ["dnet"],
+     "losses": ["bce"]},
+    {"name": "joint", "iterations": 300, "lr": 0.001, "train": ["trunk", "lnet", "dnet"], "losses": ["bce", "weak"]},
+]
+
+
+class WeakDetectionModule(L.LightningModule):
+    """Trains :class:`WeakDefectNet` from image-level labels only; tests image and pixel metrics.
+
+    One training batch is one iteration of the paper: defective and defect-free images together, one
+    optimizer step. The stage at global step ``s`` (see :class:`StagePlan`) decides which parts train
+    (the others are frozen: no gradient, batch-norm statistics fixed), the losses, and the learning rate
+    (a per-step LambdaLR, so the optimizer from the ``optimizer`` config group only supplies the kind).
+
+    Testing takes two loaders: the training images (to fix a threshold without test data), then the
+    test images. The fold's results land in :attr:`fold_result`.
+
+    Args:
+        net: the network.
+        optimizer: a partial optimizer (``_partial_: true`` in the optimizer config); its lr is replaced
+            by the stage's learning rate.
+        stages: the stage plan (defaults to the paper's three stages).
+        alpha_init, alpha_every: Eq. 6's alpha_init and n.
+        rotate: random rotation by 0/90/180/270 degrees per batch (the paper's ablation).
+        cache_frozen: while trunk and LNet are frozen, compute their outputs once per training image.
+        heatmap_dir: where test heat-map pictures go, under the trainer's ``default_root_dir`` (all
+            defective test images, ``max_clean_pictures`` defect-free ones); ``None`` saves none.
+    """
+
+    def __init__(
+        self,
+        net: WeakDefectNet,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        stages: Sequence[Mapping] | None = None,
+        alpha_init: float = 8.0,
+        alpha_every: int = 30,
+        rotate: bool = False,
+        cache_frozen: bool = True,
+        heatmap_dir: str | None = None,
+        max_clean_pictures: int = 4,
+        pixel_thresholds: int = 200,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["net", "optimizer"])
+        self.net = net
+        self.optimizer_factory = optimizer
+        self.plan = StagePlan(stages if stages is not None else PAPER_STAGES)
+        self._frozen_cache: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._cache_stage = -1
+        self.fold_result: dict[str, Any] = {}
+        self._reset_test_metrics()
+
+    @property
+    def max_steps(self) -> int:
+        """Optimizer steps of the whole plan: the trainer's ``max_steps``."""
+        return self.plan.total
+
+    # -- training -------------------------------------------------------------------------------
+    def configure_optimizers(self) -> dict:
+        optimizer = self.optimizer_factory(params=self.net.parameters(), lr=1.0)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=self.plan.lr_at)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _apply_stage(self, trainable: Sequence[str]) -> None:
+        for part in PARTS:
+            module = getattr(self.net, part)
+            module.train(part in trainable)
+            module.requires_grad_(part in trainable)
+
+    def alpha_at(self, stage_index: int, local_step: int) -> float:
+        stage = self.plan.active[stage_index]
+        if stage.alpha == "collaborative":
+            return collaborative_alpha(local_step, stage.iterations, self.hparams.alpha_init, self.hparams.alpha_every)
+        return self.hparams.alpha_init
+
+    def _rotation(self, step: int) -> int:
+        if not self.hparams.rotate:
+            return 0
+        return int(torch.randint(4, (1,), generator=torch.Generator().manual_seed(step)))
+
+    def _localize(self, x: torch.Tensor, indices: torch.Tensor, k: int, frozen: bool,
+                  stage_index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if not (frozen and self.hparams.cache_frozen):
+            return self.net.localize(x)
+        if stage_index != self._cache_stage:
+            self._frozen_cache.clear()
+            self._cache_stage = stage_index
+        keys = [(int(i), k) for i in indices]
+        missing = [j for j, key in enumerate(keys) if key not in self._frozen_cache]
+        if missing:
+            with torch.no_grad():
+                feats, heat = self.net.localize(x[missing])
+            for j, f, h in zip(missing, feats, heat, strict=True):
+                self._frozen_cache[keys[j]] = (f, h)
+        feats = torch.stack([self._frozen_cache[key][0] for key in keys])
+        heat = torch.stack([self._frozen_cache[key][1] for key in keys])
+        return feats, heat
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        step = self.global_step
+        stage_index, stage, local = self.plan.locate(step)
+        self._apply_stage(stage.train)
+        k = self._rotation(step)
+        x = torch.rot90(batch["image"], k, dims=(2, 3)) if k else batch["image"]
+        labels = batch["label"].float()  # image-level labels: the only supervision
+        frozen = not ({"trunk", "lnet"} & set(stage.train))
+        features, heatmap = self._localize(x, batch["index"], k, frozen, stage_index)
+        loss = x.new_zeros(())
+        logs: dict[str, Any] = {"stage": float(stage_index + 1)}
+        if "weak" in stage.losses:
+            alpha = self.alpha_at(stage_index, local)
+            lw = weak_loss(heatmap, labels, alpha)
+            loss = loss + lw
+            logs.update({"alpha": alpha, "loss_weak": lw.detach()})
+        if "bce" in stage.losses:
+            if "dnet" not in stage.train:
+                features = features.detach()
+            logits = self.net.dnet(features, heatmap)
+            lb = F.binary_cross_entropy_with_logits(logits, labels)
+            loss = loss + lb
+            logs["loss_bce"] = lb.detach()
+        logs["loss"] = loss.detach()
+        self.log_dict({f"train/{k_}": v for k_, v in logs.items()}, prog_bar=False, on_step=True, on_epoch=False,
+                      batch_size=x.shape[0])
+        return loss
+
+    # -- testing --------------------------------------------------------------------------------
+    def _reset_test_metrics(self) -> None:
+        self.train_scores = DetectionMetrics()
+        self.test_scores = DetectionMetrics()
+        thresholds = self.hparams.get("pixel_thresholds", 200) if hasattr(self, "hparams") else 200
+        self.pixel_auroc = BinaryAUROC(thresholds=thresholds)
+        self.pixel_ap = BinaryAveragePrecision(thresholds=thresholds)
+        self._clean_pictures = 0
+
+    def on_test_epoch_start(self) -> None:
+        self._reset_test_metrics()
+        self.to(self.device)
+
+    def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        heatmap, logits = self.net(batch["image"])
+        scores = torch.sigmoid(logits)
+        if dataloader_idx == 0:
+            self.train_scores.update(scores, batch["label"], batch["index"])
+            return
+        self.test_scores.update(scores, batch["label"], batch["index"])
+        full = F.interpolate(heatmap, size=batch["image"].shape[-2:], mode="bilinear", align_corners=False)
+        self.pixel_auroc.update(full.flatten(), batch["mask"].flatten().long())
+        self.pixel_ap.update(full.flatten(), batch["mask"].flatten().long())
+        self._save_pictures(batch, heatmap)
+
+    def _save_pictures(self, batch: dict, heatmap: torch.Tensor) -> None:
+        if self.hparams.heatmap_dir is None or self.trainer.global_rank != 0:
+            return
+        for image, mask, heat, label, name in zip(batch["image"], batch["mask"], heatmap, batch["label"],
+                                                  batch["name"], strict=True):
+            if label < 0.5:
+                if self._clean_pictures >= self.hparams.max_clean_pictures:
+                    continue
+                self._clean_pictures += 1
+            path = Path(self.trainer.default_root_dir) / self.hparams.heatmap_dir / f"{name.replace('/', '_')}.png"
+            save_heatmap_panel(path, image, mask, heat)
+
+    def on_test_epoch_end(self) -> None:
+        train_scores, train_labels, _ = self.train_scores.gathered()
+        threshold = best_f1_threshold(train_scores, train_labels) if train_labels.unique().numel() == 2 else 0.5
+        metrics = self.test_scores.compute(fixed_threshold=threshold)
+        metrics["pixel_auroc"] = float(self.pixel_auroc.compute())
+        metrics["pixel_ap"] = float(self.pixel_ap.compute())
+        metrics["train_ap"] = detection_summary(train_scores, train_labels).get("ap", float("nan"))
+        scores, labels, ids = self.test_scores.gathered()
+        self.fold_result = {"metrics": metrics, "scores": scores.cpu(), "labels": labels.cpu(), "ids": ids.cpu(),
+                            "fixed_threshold": threshold}
+        self.log_dict({f"test/{k}": float(v) for k, v in metrics.items() if isinstance(v, int | float)},
+                      rank_zero_only=True)
+
+    @staticmethod
+    def pool(fold_results: Sequence[Mapping[str, Any]]) -> dict:
+        """Pooled metrics over folds: AP, best-F1 false calls and FP@100% recall on all test predictions;
+        fixed-threshold false calls summed over folds (each fold keeps its own training-image threshold);
+        pixel metrics averaged over folds."""
+        scores = torch.cat([r["scores"] for r in fold_results])
+        labels = torch.cat([r["labels"] for r in fold_results])
+        pooled = detection_summary(scores, labels)
+        pooled["false_calls_fixed"] = sum(r["metrics"].get("false_calls_fixed", 0) for r in fold_results)
+        for key in ("pixel_auroc", "pixel_ap"):
+            pooled[f"{key}_mean_over_folds"] = sum(r["metrics"][key] for r in fold_results) / len(fold_results)
+        return pooled

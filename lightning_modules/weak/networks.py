@@ -1,0 +1,124 @@
+"""The networks of Xu et al. (2020), section III: shared layers, LNet (Table 2) and DNet with RSAM.
+
+Choices where the paper is silent or inconsistent, stated once here:
+
+* Shared layers (Table 1): two 5x5/32 convolutions, max-pool, three 5x5/64, max-pool, four 5x5/64,
+  max-pool, so the trunk and the heat map are at 1/8 of the input (the paper's LNet output size). Each
+  convolution is followed by batch normalization and ReLU (``norm="none"`` drops the normalization).
+* Mirror padding (``padding_mode="reflect"``) in the shared layers and LNet, as the paper asks; DNet uses
+  zero padding.
+* DNet's fully connected layer: the paper's text and figure disagree on its width (the "266-node"
+  layer). We feed it the global average of the 256 DNet channels plus the global average and the global
+  maximum of the heat map (258 inputs) and map them to one logit; the sigmoid of that logit is the
+  defect probability.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+def conv_bn_relu(cin: int, cout: int, kernel: int, padding_mode: str = "zeros", norm: str = "batch") -> nn.Sequential:
+    layers: list[nn.Module] = [
+        nn.Conv2d(cin, cout, kernel, padding=kernel // 2, padding_mode=padding_mode, bias=norm == "none")
+    ]
+    if norm == "batch":
+        layers.append(nn.BatchNorm2d(cout))
+    layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
+class SharedTrunk(nn.Module):
+    """Table 1: the layers LNet and DNet share; output stride 8."""
+
+    def __init__(self, in_channels: int = 1, widths: Sequence[Sequence[int]] = ((32, 32), (64, 64, 64), (64, 64, 64, 64)),
+                 norm: str = "batch") -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin = in_channels
+        for block in widths:
+            for cout in block:
+                layers.append(conv_bn_relu(cin, cout, 5, "reflect", norm))
+                cin = cout
+            layers.append(nn.MaxPool2d(2))
+        self.layers = nn.Sequential(*layers)
+        self.out_channels = cin
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+class LocalizationNet(nn.Module):
+    """Table 2: 5x5/64, 5x5/64, 15x15/512, then 1x1 to one channel; returns heat-map *logits*.
+
+    The sigmoid of the logits is the heat map H in [0, 1], at the trunk's resolution (1/8 of the input).
+    """
+
+    def __init__(self, in_channels: int = 64, width: int = 64, wide: int = 512, wide_kernel: int = 15,
+                 norm: str = "batch") -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            conv_bn_relu(in_channels, width, 5, "reflect", norm),
+            conv_bn_relu(width, width, 5, "reflect", norm),
+            conv_bn_relu(width, wide, wide_kernel, "reflect", norm),
+        )
+        self.head = nn.Conv2d(wide, 1, 1)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(features))
+
+
+class DecisionNet(nn.Module):
+    """DNet: the residual spatial attention module (RSAM), four convolutions, pooling, one FC.
+
+    RSAM re-weights the trunk features with the heat map and keeps the original: F' = F * H + F. Then
+    convolutions of 64, 64, 128 and 256 channels with three max-pools, global average pooling of the
+    features, global average and max pooling of the heat map, and a fully connected layer to one logit.
+    """
+
+    def __init__(self, in_channels: int = 64, widths: Sequence[int] = (64, 64, 128, 256), norm: str = "batch") -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin = in_channels
+        for i, cout in enumerate(widths):
+            layers.append(conv_bn_relu(cin, cout, 3, "zeros", norm))
+            if i < len(widths) - 1:
+                layers.append(nn.MaxPool2d(2))
+            cin = cout
+        self.body = nn.Sequential(*layers)
+        self.fc = nn.Linear(cin + 2, 1)
+
+    @staticmethod
+    def rsam(features: torch.Tensor, heatmap: torch.Tensor) -> torch.Tensor:
+        """Residual spatial attention: F * H + F."""
+        return features * heatmap + features
+
+    def forward(self, features: torch.Tensor, heatmap: torch.Tensor) -> torch.Tensor:
+        x = self.body(self.rsam(features, heatmap))
+        pooled = torch.cat(
+            [x.mean(dim=(2, 3)), heatmap.mean(dim=(2, 3)), heatmap.amax(dim=(2, 3))], dim=1
+        )
+        return self.fc(pooled).squeeze(1)
+
+
+class WeakDefectNet(nn.Module):
+    """Trunk + LNet + DNet. ``forward`` returns the heat map H (N,1,h,w) in [0,1] and DNet's logits (N,)."""
+
+    def __init__(self, in_channels: int = 1, norm: str = "batch", lnet_wide: int = 512,
+                 trunk_widths: Sequence[Sequence[int]] = ((32, 32), (64, 64, 64), (64, 64, 64, 64))) -> None:
+        super().__init__()
+        self.trunk = SharedTrunk(in_channels, trunk_widths, norm)
+        self.lnet = LocalizationNet(self.trunk.out_channels, wide=lnet_wide, norm=norm)
+        self.dnet = DecisionNet(self.trunk.out_channels, norm=norm)
+
+    def localize(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Trunk features and the heat map H = sigmoid(LNet)."""
+        features = self.trunk(x)
+        return features, torch.sigmoid(self.lnet(features))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features, heatmap = self.localize(x)
+        return heatmap, self.dnet(features, heatmap)
