@@ -7,6 +7,7 @@ table per fold and pooled, printed and written to the run folder as ``metrics.cs
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import time
@@ -38,6 +39,17 @@ def build_fold(cfg: DictConfig, fold: int, fold_dir: Path) -> tuple[L.LightningD
     return datamodule, model, trainer
 
 
+def write_predictions(path: Path, datamodule: L.LightningDataModule, result: dict) -> None:
+    """One row per test image: its name, true label and score."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["name", "label", "score"])
+        for i, label, score in zip(result["ids"].tolist(), result["labels"].tolist(), result["scores"].tolist(),
+                                   strict=True):
+            writer.writerow([datamodule.test_samples[i].name, int(label), f"{score:.6g}"])
+
+
 def run(cfg: DictConfig) -> dict:
     """Run every fold of ``cfg.folds``; return the report (folds and pooled metrics)."""
     out_dir = Path(cfg.paths.output_dir)
@@ -58,6 +70,7 @@ def run(cfg: DictConfig) -> dict:
             trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         trainer.test(model, datamodule=datamodule, verbose=False)
         results.append({"fold": fold, **model.fold_result})
+        write_predictions(fold_dir / "predictions.csv", datamodule, model.fold_result)
         log.info("fold %d: %s", fold, {k: v for k, v in model.fold_result["metrics"].items()})
     pooled = type(model).pool(results)
     extra = {"wall_s": time.perf_counter() - start, **info}

@@ -34,11 +34,11 @@ def main() -> None:
     subprocess.run(command, cwd=ROOT, check=True)
     wall = time.perf_counter() - start
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    info = run_info()
+    info = run_info()  # packages and device now; the commit is the one the run started from
     result = {
         "name": args.name,
         "command": "python train.py " + " ".join(shlex.quote(o) for o in args.overrides),
-        "commit": info["commit"],
+        "commit": metrics.get("commit", info["commit"]),
         "device": info["device"],
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "wall_s": round(wall, 1),

@@ -18,13 +18,36 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
+class MirrorPad(nn.Module):
+    """Mirror (reflect) padding by ``pad`` on each side; on maps too small to mirror, edge replication."""
+
+    def __init__(self, pad: int) -> None:
+        super().__init__()
+        self.pad = pad
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mode = "reflect" if min(x.shape[-2:]) > self.pad else "replicate"
+        return F.pad(x, (self.pad,) * 4, mode=mode)
+
+
+class HalvingPool(nn.Module):
+    """2x2 max-pooling that leaves a dimension already down to 1 as it is (for small inputs)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        kernel = (min(2, x.shape[-2]), min(2, x.shape[-1]))
+        return F.max_pool2d(x, kernel)
+
+
 def conv_bn_relu(cin: int, cout: int, kernel: int, padding_mode: str = "zeros", norm: str = "batch") -> nn.Sequential:
-    layers: list[nn.Module] = [
-        nn.Conv2d(cin, cout, kernel, padding=kernel // 2, padding_mode=padding_mode, bias=norm == "none")
-    ]
+    """Convolution ("same" size), batch norm, ReLU; ``padding_mode="reflect"`` pads by mirroring."""
+    if padding_mode == "reflect":
+        layers: list[nn.Module] = [MirrorPad(kernel // 2), nn.Conv2d(cin, cout, kernel, bias=norm == "none")]
+    else:
+        layers = [nn.Conv2d(cin, cout, kernel, padding=kernel // 2, bias=norm == "none")]
     if norm == "batch":
         layers.append(nn.BatchNorm2d(cout))
     layers.append(nn.ReLU(inplace=True))
@@ -86,7 +109,7 @@ class DecisionNet(nn.Module):
         for i, cout in enumerate(widths):
             layers.append(conv_bn_relu(cin, cout, 3, "zeros", norm))
             if i < len(widths) - 1:
-                layers.append(nn.MaxPool2d(2))
+                layers.append(HalvingPool())
             cin = cout
         self.body = nn.Sequential(*layers)
         self.fc = nn.Linear(cin + 2, 1)

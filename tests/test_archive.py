@@ -1,0 +1,89 @@
+"""Getting data onto disk: zip extraction (once, atomic) and checksummed download from a loopback server."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import threading
+import zipfile
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+
+import pytest
+
+from datamodules import DatasetError
+from datamodules.archive import download, extract_once
+from tests.test_kolektor_datamodule import make_dm
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A loopback HTTP server over a folder; yields (base URL, folder)."""
+    folder = tmp_path / "www"
+    folder.mkdir()
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    handler.log_message = lambda *a, **k: None  # type: ignore[method-assign]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}", folder
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def zip_folder(source: Path, archive: Path, top: str) -> Path:
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted(source.rglob("*")):
+            zf.write(path, Path(top) / path.relative_to(source))
+    return archive
+
+
+def test_download_checks_the_checksum_and_leaves_nothing_on_mismatch(served, tmp_path: Path) -> None:
+    url, folder = served
+    (folder / "blob.bin").write_bytes(b"x" * 5000)
+    good = hashlib.sha256(b"x" * 5000).hexdigest()
+    dest = tmp_path / "dl" / "blob.bin"
+    with pytest.raises(DatasetError, match="checksum mismatch"):
+        download(f"{url}/blob.bin", dest, sha256="0" * 64)
+    assert not dest.exists() and not list(dest.parent.iterdir())
+    assert download(f"{url}/blob.bin", dest, sha256=good).read_bytes() == b"x" * 5000
+
+
+def test_download_failure_names_the_url(served, tmp_path: Path) -> None:
+    url, _ = served
+    with pytest.raises(DatasetError, match="missing.zip"):
+        download(f"{url}/missing.zip", tmp_path / "missing.zip")
+    assert not (tmp_path / "missing.zip").exists()
+
+
+def test_datamodule_downloads_extracts_and_reads(served, fresh_kolektor: Path, tmp_path: Path) -> None:
+    url, folder = served
+    archive = zip_folder(fresh_kolektor, folder / "KolektorSDD.zip", "KolektorSDD")
+    sha = hashlib.sha256(archive.read_bytes()).hexdigest()
+    root = tmp_path / "data" / "KolektorSDD"
+    dm = make_dm(root, archive=tmp_path / "data" / "KolektorSDD.zip", url=f"{url}/KolektorSDD.zip", sha256=sha)
+    dm.prepare_data()
+    dm.setup()
+    assert len(dm.train_samples) + len(dm.test_samples) == 18
+
+
+def test_interrupted_extraction_leaves_no_half_written_root(tmp_path: Path) -> None:
+    bad = tmp_path / "broken.zip"
+    bad.write_bytes(b"PK\x03\x04 not really a zip")
+    dest = tmp_path / "out"
+    with pytest.raises(DatasetError, match="broken.zip"):
+        extract_once(bad, dest)
+    assert not dest.exists()
+    assert not [p for p in tmp_path.iterdir() if ".partial." in p.name]
+
+
+def test_unsafe_member_paths_are_refused(tmp_path: Path) -> None:
+    archive = tmp_path / "evil.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("../escape.txt", "no")
+    with pytest.raises(DatasetError, match="unsafe path"):
+        extract_once(archive, tmp_path / "out")
+    assert not (tmp_path / "escape.txt").exists()

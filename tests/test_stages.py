@@ -1,0 +1,106 @@
+"""Three stages in one fit: frozen parts stay put, the lr drops on schedule, resume continues a stage."""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from callbacks import StageCheckpoint
+from lightning_modules.weak import StagePlan, WeakDefectNet, WeakDetectionModule
+from lightning_modules.weak.module import PAPER_STAGES
+from tests.test_kolektor_datamodule import make_dm
+
+TINY_STAGES = [
+    {"name": "localization", "iterations": 4, "lr": 0.1, "train": ["trunk", "lnet"], "losses": ["weak"],
+     "alpha": "collaborative"},
+    {"name": "decision", "iterations": 6, "lr": 0.01, "lr_drops": {3: 0.001}, "train": ["dnet"], "losses": ["bce"]},
+    {"name": "joint", "iterations": 2, "lr": 0.001, "train": ["trunk", "lnet", "dnet"], "losses": ["bce", "weak"]},
+]
+
+
+class RecordSteps(L.Callback):
+    def __init__(self) -> None:
+        self.lrs: list[float] = []
+        self.stages: list[str] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+        self.stages.append(pl_module.plan.locate(trainer.global_step)[1].name)
+
+
+def tiny_module(**kwargs) -> WeakDetectionModule:
+    kwargs.setdefault("stages", TINY_STAGES)
+    return WeakDetectionModule(WeakDefectNet(lnet_wide=8), partial(torch.optim.SGD), alpha_every=2,
+                               heatmap_dir=None, **kwargs)
+
+
+def tiny_trainer(root: Path, callbacks: list, max_steps: int = 12) -> L.Trainer:
+    return L.Trainer(accelerator="cpu", max_steps=max_steps, max_epochs=-1, logger=False, callbacks=callbacks,
+                     default_root_dir=str(root), enable_progress_bar=False, enable_model_summary=False,
+                     gradient_clip_val=1.0)
+
+
+def params_of(state: dict, prefix: str) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def test_paper_plan_lr_drops_at_iteration_600_of_stage_2() -> None:
+    plan = StagePlan(PAPER_STAGES)
+    assert plan.total == 750 + 1200 + 300
+    assert [plan.lr_at(s) for s in (0, 749, 750, 750 + 599, 750 + 600, 1949, 1950, 2249)] == pytest.approx(
+        [0.1, 0.1, 0.01, 0.01, 0.001, 0.001, 0.001, 0.001]
+    )
+    assert plan.locate(750)[1].name == "decision" and plan.locate(1950)[1].name == "joint"
+
+
+def test_frozen_parts_do_not_change_in_stage_2_and_lr_follows_the_plan(kolektor_root: Path, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    record = RecordSteps()
+    model = tiny_module()
+    trainer = tiny_trainer(tmp_path, [record, StageCheckpoint()])
+    trainer.fit(model, datamodule=make_dm(kolektor_root, image_size=(64, 24)))
+    ckpts = tmp_path / "checkpoints"
+    stage1 = torch.load(ckpts / "stage1-localization.ckpt", weights_only=False)["state_dict"]
+    stage2 = torch.load(ckpts / "stage2-decision.ckpt", weights_only=False)["state_dict"]
+    stage3 = torch.load(ckpts / "stage3-joint.ckpt", weights_only=False)["state_dict"]
+    for prefix in ("net.trunk.", "net.lnet."):
+        for key, value in params_of(stage1, prefix).items():
+            assert torch.equal(value, stage2[key]), f"{key} changed while frozen"
+    assert any(not torch.equal(v, stage2[k]) for k, v in params_of(stage1, "net.dnet.").items())
+    assert any(not torch.equal(v, stage3[k]) for k, v in params_of(stage2, "net.trunk.").items())
+    assert record.stages == ["localization"] * 4 + ["decision"] * 6 + ["joint"] * 2
+    assert record.lrs == pytest.approx([0.1] * 4 + [0.01] * 3 + [0.001] * 3 + [0.001] * 2)
+
+
+def test_resuming_mid_stage_continues_that_stage(kolektor_root: Path, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    first = tiny_trainer(tmp_path / "a", [StageCheckpoint()], max_steps=6)  # killed 2 steps into stage 2
+    first.fit(tiny_module(), datamodule=make_dm(kolektor_root, image_size=(64, 24)))
+    mid = tmp_path / "mid.ckpt"
+    first.save_checkpoint(mid)
+    record = RecordSteps()
+    second = tiny_trainer(tmp_path / "b", [record])
+    second.fit(tiny_module(), datamodule=make_dm(kolektor_root, image_size=(64, 24)), ckpt_path=str(mid))
+    assert second.global_step == 12
+    assert record.stages == ["decision"] * 4 + ["joint"] * 2
+    assert record.lrs[:2] == pytest.approx([0.01, 0.001])
+
+
+def test_rotation_option_trains_on_rotated_batches(kolektor_root: Path, tmp_path: Path) -> None:
+    model = tiny_module(rotate=True)
+    shapes: list[tuple[int, int]] = []
+    localize = model.net.localize
+
+    def spy(x: torch.Tensor):
+        if model.training:
+            shapes.append(tuple(x.shape[-2:]))
+        return localize(x)
+
+    model.net.localize = spy  # type: ignore[method-assign]
+    trainer = tiny_trainer(tmp_path, [])
+    trainer.fit(model, datamodule=make_dm(kolektor_root, image_size=(64, 24)))
+    assert set(shapes) == {(64, 24), (24, 64)}  # some batches turned by 90 or 270 degrees

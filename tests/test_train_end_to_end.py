@@ -1,0 +1,41 @@
+"""``python train.py experiment=demo`` end to end in a subprocess: folds, metrics files, pictures, AP."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import PROJECT_ROOT
+
+
+def test_demo_experiment_writes_the_report_and_beats_chance(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    out = subprocess.run(
+        [sys.executable, "train.py", "experiment=demo", f"paths.data_dir={tmp_path / 'data'}",
+         f"hydra.run.dir={run_dir}"],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads((run_dir / "metrics.json").read_text())
+    assert [f["fold"] for f in report["folds"]] == [0, 1, 2]
+    pooled = report["pooled"]
+    for key in ("ap", "false_calls", "false_calls_fixed", "fp_at_full_recall"):
+        assert key in pooled and all(key in f for f in report["folds"])
+    prevalence = pooled["n_defective"] / pooled["n_images"]
+    assert pooled["ap"] > prevalence + 0.3, pooled  # chance AP is the prevalence
+    with open(run_dir / "metrics.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["fold"] for r in rows] == ["0", "1", "2", "pooled"]
+    assert "| pooled |" in out.stdout
+    pictures = sorted((run_dir / "fold0" / "heatmaps").glob("*.png"))
+    assert pictures, "no heat-map pictures were saved"
+    for fold in range(3):
+        assert (run_dir / f"fold{fold}" / "checkpoints" / "stage3-joint.ckpt").is_file()
+        assert (run_dir / f"fold{fold}" / "predictions.csv").is_file()
+    info = json.loads((run_dir / "run_info.json").read_text())
+    assert {"commit", "packages", "device"} <= set(info)
