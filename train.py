@@ -25,7 +25,9 @@ from evaluation.run_info import run_info
 log = logging.getLogger(__name__)
 
 
-def build_fold(cfg: DictConfig, fold: int, fold_dir: Path) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
+def build_fold(
+    cfg: DictConfig, fold: int, fold_dir: Path
+) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
     """The datamodule, model and trainer of one fold, all from config."""
     datamodule = instantiate(cfg.data, fold=fold)
     model = instantiate(cfg.model, optimizer=instantiate(cfg.optimizer), _convert_="all")
@@ -39,15 +41,17 @@ def build_fold(cfg: DictConfig, fold: int, fold_dir: Path) -> tuple[L.LightningD
     return datamodule, model, trainer
 
 
-def write_predictions(path: Path, datamodule: L.LightningDataModule, result: dict) -> None:
-    """One row per test image: its name, true label and score."""
+def write_predictions(path: Path, datamodule: L.LightningDataModule, per_image: dict) -> None:
+    """One row per test image: its name and the module's per-image columns (e.g. label and score)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    columns = [k for k in per_image if k != "ids"]
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["name", "label", "score"])
-        for i, label, score in zip(result["ids"].tolist(), result["labels"].tolist(), result["scores"].tolist(),
-                                   strict=True):
-            writer.writerow([datamodule.test_samples[i].name, int(label), f"{score:.6g}"])
+        writer.writerow(["name", *columns])
+        for row, i in enumerate(per_image["ids"].tolist()):
+            values = [per_image[c][row].item() for c in columns]
+            writer.writerow([datamodule.test_samples[i].name, *(f"{v:.6g}" if isinstance(v, float) else v
+                                                                 for v in values)])
 
 
 def run(cfg: DictConfig) -> dict:
@@ -70,9 +74,9 @@ def run(cfg: DictConfig) -> dict:
             trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         trainer.test(model, datamodule=datamodule, verbose=False)
         results.append({"fold": fold, **model.fold_result})
-        write_predictions(fold_dir / "predictions.csv", datamodule, model.fold_result)
+        write_predictions(fold_dir / "predictions.csv", datamodule, model.fold_result["per_image"])
         log.info("fold %d: %s", fold, {k: v for k, v in model.fold_result["metrics"].items()})
-    pooled = type(model).pool(results)
+    pooled = model.pool(results)
     extra = {"wall_s": time.perf_counter() - start, **info}
     table = write_report(out_dir, results, pooled, list(cfg.report_columns), extra=extra)
     log.info("results (%s):\n%s", out_dir, table)

@@ -1,6 +1,7 @@
 """Run a training command and record its result as ``benchmarks/results/<name>.json``.
 
-    python benchmarks/run.py weak_kolektor_cpu -- experiment=weak_kolektor_cpu data.archive=../shared/datasets/KolektorSDD.zip
+    python benchmarks/run.py weak_kolektor_cpu experiment=weak_kolektor_cpu \
+        data.archive=../shared/datasets/KolektorSDD.zip
 
 The JSON holds the command, git commit, device, date, wall time and the run's ``metrics.json``
 (``metrics.pooled`` and ``metrics.folds``), copied from the run folder, never typed in.

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import random
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from datamodules.archive import download, extract_once
 from datamodules.errors import DatasetError
 from datamodules.samples import DecodedCache, Sample
-from datamodules.sampling import BalancedBatchSampler
+from datamodules.sampling import BalancedBatchSampler, UniformOverLabelsSampler
 from datamodules.splits import assign_group_folds
 
 
@@ -29,6 +29,7 @@ class DecodedDataset(Dataset):
         self.images = torch.stack([d[0] for d in decoded]) if decoded else torch.empty(0, 1, *size)
         self.masks = torch.stack([d[1] for d in decoded]) if decoded else torch.empty(0, 1, *size)
         self.labels = torch.tensor([s.label for s in self.samples], dtype=torch.float32)
+        self.targets = torch.tensor([s.target for s in self.samples], dtype=torch.long)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -38,9 +39,26 @@ class DecodedDataset(Dataset):
             "image": self.images[index].float().div_(255.0),
             "mask": self.masks[index],
             "label": self.labels[index],
+            "target": self.targets[index],
             "index": index,
             "name": self.samples[index].name,
         }
+
+
+class ViewsDataset(Dataset):
+    """Training items for the clustering method: the views of an image and its current pseudo-label."""
+
+    def __init__(self, base: DecodedDataset, views: Callable[[torch.Tensor], list[torch.Tensor]]) -> None:
+        self.base = base
+        self.views = views
+        self.pseudo_labels = torch.zeros(len(base), dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        image = self.base.images[index].float().div_(255.0)
+        return {"views": self.views(image), "pseudo_label": self.pseudo_labels[index], "index": index}
 
 
 class DefectDataModule(L.LightningDataModule):
@@ -57,6 +75,11 @@ class DefectDataModule(L.LightningDataModule):
         num_defective: keep this many defective training images (seeded); ``None`` keeps all.
         image_size: (H, W) every image is resized to.
         pairs_per_batch: defective + defect-free pairs per training batch (1 = the paper's batch of 1+1).
+        train_mode: ``"pairs"`` (balanced defective/defect-free batches, the weak method) or ``"views"``
+            (multi-view crops with pseudo-labels, sampled uniformly over pseudo-classes: the clustering
+            method; set the labels with :meth:`set_pseudo_labels`).
+        views: the multi-view transform for ``train_mode="views"`` (e.g. :class:`datamodules.views.MultiCropViews`).
+        batch_size: images per training batch in ``"views"`` mode.
         test_groups: explicit test groups per fold, overriding the official or the generated split.
         seed: chooses the ``num_defective`` images and orders the training batches.
         split_seed: the generated split by group (datasets without an official one); fixed apart from
@@ -79,6 +102,9 @@ class DefectDataModule(L.LightningDataModule):
         split_seed: int = 0,
         num_workers: int = 0,
         eval_batch_size: int = 4,
+        train_mode: str = "pairs",
+        views: Callable[[torch.Tensor], list[torch.Tensor]] | None = None,
+        batch_size: int = 32,
     ) -> None:
         super().__init__()
         self.root = Path(root)
@@ -97,6 +123,13 @@ class DefectDataModule(L.LightningDataModule):
         self.split_seed = split_seed
         self.num_workers = num_workers
         self.eval_batch_size = eval_batch_size
+        if train_mode not in ("pairs", "views"):
+            raise ValueError(f"train_mode must be 'pairs' or 'views', got {train_mode!r}")
+        if train_mode == "views" and views is None:
+            raise ValueError("train_mode='views' needs a views transform (data.views)")
+        self.train_mode = train_mode
+        self.views = views
+        self.batch_size = batch_size
         self.train_samples: list[Sample] = []
         self.test_samples: list[Sample] = []
 
@@ -145,10 +178,10 @@ class DefectDataModule(L.LightningDataModule):
         """(train, test) samples of ``self.fold``, with ``num_defective`` applied to train."""
         folds = self.test_groups or self.official_test_groups()
         if folds is None:
-            defective_groups = {s.group for s in samples if s.label == 1}
-            assignment = assign_group_folds(
-                [s.group for s in samples], defective_groups, self.num_folds, self.split_seed
-            )
+            strata: dict[str, str] = {}
+            for s in sorted(samples, key=lambda s: s.stratum):
+                strata[s.group] = max(strata.get(s.group, ""), s.stratum)  # a group with a defect is defective
+            assignment = assign_group_folds(strata, self.num_folds, self.split_seed)
             folds = [[g for g, f in assignment.items() if f == k] for k in range(self.num_folds)]
         if len(folds) != self.num_folds:
             raise DatasetError(f"the split has {len(folds)} folds, expected {self.num_folds}")
@@ -187,9 +220,15 @@ class DefectDataModule(L.LightningDataModule):
         self.train_samples, self.test_samples = self.split(self.list_samples())
         self.train_set = DecodedDataset(self.train_samples, self.image_size)
         self.test_set = DecodedDataset(self.test_samples, self.image_size)
+        if self.train_mode == "views":
+            self.views_set = ViewsDataset(self.train_set, self.views)
 
     # -- loaders --------------------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:
+        if self.train_mode == "views":
+            sampler = UniformOverLabelsSampler(self.views_set.pseudo_labels, seed=self.seed)
+            return DataLoader(self.views_set, batch_size=self.batch_size, sampler=sampler, drop_last=True,
+                              num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
         labels = self.train_set.labels
         sampler = BalancedBatchSampler(
             defective=torch.nonzero(labels == 1).flatten().tolist(),
@@ -205,6 +244,18 @@ class DefectDataModule(L.LightningDataModule):
     def test_dataloader(self) -> list[DataLoader]:
         """Two loaders: the training images (to fix a threshold without test data), then the test fold."""
         return [self._eval_loader(self.train_set), self._eval_loader(self.test_set)]
+
+    def set_pseudo_labels(self, labels: torch.Tensor) -> None:
+        """Replace the training images' pseudo-labels in place (the sampler and workers see the change)."""
+        if len(labels) != len(self.train_set):
+            raise ValueError(f"{len(labels)} pseudo-labels for {len(self.train_set)} training images")
+        self.views_set.pseudo_labels.copy_(torch.as_tensor(labels, dtype=torch.long))
+
+    def feature_dataloader(self, world_size: int = 1, rank: int = 0) -> DataLoader:
+        """The training images with the evaluation transform, this rank's share under DDP, in order."""
+        sampler = DistributedSampler(self.train_set, world_size, rank, shuffle=False) if world_size > 1 else None
+        return DataLoader(self.train_set, batch_size=self.eval_batch_size, sampler=sampler, shuffle=False,
+                          num_workers=self.num_workers)
 
     def predict_dataloader(self) -> DataLoader:
         return self._eval_loader(self.test_set)

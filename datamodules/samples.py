@@ -10,15 +10,19 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from datamodules.errors import DatasetError
+from datamodules.rle import rle_decode
 
 
 @dataclass(frozen=True)
 class Sample:
     """One image of a dataset.
 
-    ``label`` is the image-level label (1 defective, 0 defect-free); ``group`` is the unit that must not
-    be split across folds (a KolektorSDD commutator ``kosNN``); ``mask`` is a pixel label used for
-    evaluation and pictures only, never by a training loss.
+    ``label`` is the image-level label (1 defective, 0 defect-free); ``target`` is the class index for
+    multi-class datasets (-1 where there is none), used for evaluation and stratified folds only;
+    ``group`` is the unit that must not be split across folds (a KolektorSDD commutator ``kosNN``; the
+    image itself elsewhere). ``mask`` (a label image) or ``mask_rle`` (a run-length string over the
+    image, see :mod:`datamodules.rle`) is a pixel label used for evaluation and pictures only, never by
+    a training loss.
     """
 
     name: str
@@ -26,6 +30,13 @@ class Sample:
     label: int
     group: str
     mask: Path | None = None
+    target: int = -1
+    mask_rle: str | None = None
+
+    @property
+    def stratum(self) -> str:
+        """What folds are balanced on: the class where there is one, else defective or not."""
+        return f"class{self.target}" if self.target >= 0 else f"label{self.label}"
 
 
 def read_gray(path: Path) -> Image.Image:
@@ -59,10 +70,16 @@ def decode_sample(sample: Sample, size: tuple[int, int]) -> tuple[torch.Tensor, 
     """
     height, width = size
     image = read_gray(sample.image)
-    if sample.mask is None:
+    if sample.mask is None and sample.mask_rle is None:
         mask = np.zeros((height, width), dtype=bool)
     else:
-        full = read_mask(sample.mask)
+        if sample.mask_rle is not None:
+            try:
+                full = rle_decode(sample.mask_rle, (image.height, image.width))
+            except ValueError as err:
+                raise DatasetError(f"mask of {sample.image}: {err}") from err
+        else:
+            full = read_mask(sample.mask)
         if full.shape != (image.height, image.width):
             raise DatasetError(
                 f"mask {sample.mask} is {full.shape[1]}x{full.shape[0]} but its image {sample.image} "
@@ -81,7 +98,7 @@ class DecodedCache:
 
     @classmethod
     def get(cls, sample: Sample, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        key = (f"{sample.image}|{sample.mask}", tuple(size))
+        key = (f"{sample.image}|{sample.mask}|{hash(sample.mask_rle)}", tuple(size))
         if key not in cls._store:
             cls._store[key] = decode_sample(sample, size)
         return cls._store[key]

@@ -47,3 +47,31 @@ class BalancedBatchSampler(Sampler[list[int]]):
             for d, c in zip(defective[start : start + len(chunk)], chunk, strict=True):
                 batch += [d, c]
             yield batch
+
+
+class UniformOverLabelsSampler(Sampler[int]):
+    """Draw ``num_samples`` indices per epoch: a label uniformly among the non-empty ones, then a member.
+
+    Reads ``labels`` (a tensor shared with the dataset) at every draw, so a reassignment of
+    pseudo-labels mid-epoch takes effect at once, and one large cluster cannot swallow the training.
+    """
+
+    def __init__(self, labels: torch.Tensor, num_samples: int | None = None, seed: int = 0) -> None:
+        self.labels = labels
+        self.num_samples = num_samples or len(labels)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __iter__(self) -> Iterator[int]:
+        gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        for _ in range(self.num_samples):
+            present = torch.unique(self.labels)
+            label = present[torch.randint(len(present), (1,), generator=gen)]
+            members = torch.nonzero(self.labels == label).flatten()
+            yield int(members[torch.randint(len(members), (1,), generator=gen)])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pickle
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 from datamodules.errors import DatasetError
@@ -39,17 +39,19 @@ def ksdd_split_from_pickle(path: str | Path) -> tuple[list[list[str]], list[list
     return train, test
 
 
-def assign_group_folds(
-    groups: Sequence[str], defective_groups: set[str], num_folds: int, seed: int
-) -> dict[str, int]:
-    """Assign each group to a fold, stratified: defective and clean groups are dealt round-robin separately."""
+def assign_group_folds(strata: Mapping[str, str], num_folds: int, seed: int) -> dict[str, int]:
+    """Assign each group to a fold, stratified: the groups of each stratum are dealt round-robin.
+
+    ``strata`` maps a group to its stratum (e.g. its class, or defective vs defect-free). The dealing
+    continues across strata, so fold sizes differ by at most one group overall.
+    """
     rng = random.Random(seed)
     assignment: dict[str, int] = {}
     offset = 0
-    for subset in (sorted(g for g in set(groups) if g in defective_groups),
-                   sorted(g for g in set(groups) if g not in defective_groups)):
-        rng.shuffle(subset)
-        for i, group in enumerate(subset):
+    for stratum in sorted(set(strata.values())):
+        groups = sorted(g for g, s in strata.items() if s == stratum)
+        rng.shuffle(groups)
+        for i, group in enumerate(groups):
             assignment[group] = (i + offset) % num_folds
-        offset += len(subset)
+        offset += len(groups)
     return assignment

@@ -15,6 +15,8 @@ from torchmetrics import Metric
 from torchmetrics.functional.classification import binary_average_precision, binary_precision_recall_curve
 from torchmetrics.utilities import dim_zero_cat
 
+from evaluation.gathering import unique_by_id
+
 
 def best_f1_threshold(scores: torch.Tensor, labels: torch.Tensor) -> float:
     """The score threshold (predict defective at ``score >= t``) of best F1, placed mid-margin.
@@ -74,10 +76,8 @@ class DetectionMetrics(Metric):
     def gathered(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(scores, labels, ids) over all ranks, each image once, ordered by id."""
         scores, labels, ids = (dim_zero_cat(x) for x in (self.scores, self.labels, self.ids))
-        ids, order = ids.sort()
-        keep = torch.ones_like(ids, dtype=torch.bool)
-        keep[1:] = ids[1:] != ids[:-1]  # DistributedSampler pads with repeats
-        return scores[order][keep], labels[order][keep], ids[keep]
+        ids, scores, labels = unique_by_id(ids, scores, labels)
+        return scores, labels, ids
 
     def compute(self, fixed_threshold: float | None = None) -> dict:  # type: ignore[override]
         scores, labels, _ = self.gathered()

@@ -6,11 +6,10 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 from PIL import Image
 
-from datamodules import DatasetError, KolektorSDDDataModule, list_kolektor_samples
+from datamodules import KolektorSDDDataModule, list_kolektor_samples
 from datamodules.kolektor import OFFICIAL_TEST_FOLDS
 from datamodules.sampling import BalancedBatchSampler
 

@@ -192,7 +192,8 @@ class WeakDetectionModule(L.LightningModule):
         metrics["train_ap"] = detection_summary(train_scores, train_labels).get("ap", float("nan"))
         scores, labels, ids = self.test_scores.gathered()
         self.fold_result = {"metrics": metrics, "scores": scores.cpu(), "labels": labels.cpu(), "ids": ids.cpu(),
-                            "fixed_threshold": threshold}
+                            "fixed_threshold": threshold,
+                            "per_image": {"ids": ids.cpu(), "label": labels.long().cpu(), "score": scores.cpu()}}
         self.log_dict({f"test/{k}": float(v) for k, v in metrics.items() if isinstance(v, int | float)},
                       rank_zero_only=True)
 

@@ -21,6 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+#: Table 1 as used here: output channels of each convolution, one tuple per block ending in a max-pool
+TRUNK_WIDTHS: tuple[tuple[int, ...], ...] = ((32, 32), (64, 64, 64), (64, 64, 64, 64))
+
 
 class MirrorPad(nn.Module):
     """Mirror (reflect) padding by ``pad`` on each side; on maps too small to mirror, edge replication."""
@@ -57,8 +60,9 @@ def conv_bn_relu(cin: int, cout: int, kernel: int, padding_mode: str = "zeros", 
 class SharedTrunk(nn.Module):
     """Table 1: the layers LNet and DNet share; output stride 8."""
 
-    def __init__(self, in_channels: int = 1, widths: Sequence[Sequence[int]] = ((32, 32), (64, 64, 64), (64, 64, 64, 64)),
-                 norm: str = "batch") -> None:
+    def __init__(
+        self, in_channels: int = 1, widths: Sequence[Sequence[int]] = TRUNK_WIDTHS, norm: str = "batch"
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         cin = in_channels
@@ -131,7 +135,7 @@ class WeakDefectNet(nn.Module):
     """Trunk + LNet + DNet. ``forward`` returns the heat map H (N,1,h,w) in [0,1] and DNet's logits (N,)."""
 
     def __init__(self, in_channels: int = 1, norm: str = "batch", lnet_wide: int = 512,
-                 trunk_widths: Sequence[Sequence[int]] = ((32, 32), (64, 64, 64), (64, 64, 64, 64))) -> None:
+                 trunk_widths: Sequence[Sequence[int]] = TRUNK_WIDTHS) -> None:
         super().__init__()
         self.trunk = SharedTrunk(in_channels, trunk_widths, norm)
         self.lnet = LocalizationNet(self.trunk.out_channels, wide=lnet_wide, norm=norm)

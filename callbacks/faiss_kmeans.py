@@ -1,0 +1,103 @@
+"""Reassign pseudo-labels by k-means on the whole training set every k steps (Bai et al. 2024, 3.2.2)."""
+
+from __future__ import annotations
+
+import time
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+from torchmetrics.functional.clustering import normalized_mutual_info_score
+
+from callbacks.kmeans import cluster
+from evaluation.gathering import unique_by_id
+
+
+class FaissKMeans(L.Callback):
+    """Every ``every_n_steps`` training steps (and before the first): extract the features of the whole
+    training set with the evaluation transform, cluster them into ``num_clusters`` groups, hand the new
+    assignment to the datamodule (``set_pseudo_labels``) and re-initialise the classifier head
+    (``reset_head``).
+
+    Under DDP every rank extracts the features of its share of the images; they are gathered, rank 0
+    clusters once, and the assignment is broadcast, so every rank trains on the same pseudo-labels.
+    No reassignment happens in the last ``every_n_steps // 2`` steps, so the final head has time to learn.
+
+    Logged each time: ``cluster/nmi_to_previous`` (NMI between consecutive assignments),
+    ``cluster/min_size``, ``cluster/max_size``, ``cluster/seconds``; the sizes are kept in
+    :attr:`history` (a list of dicts) for plots.
+
+    Args:
+        backend: a name in :data:`callbacks.kmeans.KMEANS_BACKENDS` ("faiss" or "sklearn_minibatch").
+        pca_dim, whiten, l2_normalize: feature preprocessing before k-means.
+        niter, nredo, seed: k-means iterations, restarts and seed.
+    """
+
+    def __init__(self, num_clusters: int, every_n_steps: int = 100, backend: str = "faiss", pca_dim: int | None = 64,
+                 whiten: bool = True, l2_normalize: bool = True, niter: int = 20, nredo: int = 3,
+                 seed: int = 0) -> None:
+        self.num_clusters = num_clusters
+        self.every_n_steps = every_n_steps
+        self.backend = backend
+        self.options = {"pca_dim": pca_dim, "whiten": whiten, "l2_normalize": l2_normalize, "niter": niter,
+                        "nredo": nredo}
+        self.seed = seed
+        self.previous: torch.Tensor | None = None
+        self.history: list[dict] = []
+        self._done_at = -1
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.previous is not None:  # resumed from a checkpoint: keep training on its assignment
+            trainer.datamodule.set_pseudo_labels(self.previous)
+            return
+        self.reassign(trainer, pl_module)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        left = (trainer.max_steps - step) if trainer.max_steps and trainer.max_steps > 0 else self.every_n_steps
+        if step % self.every_n_steps == 0 and step != self._done_at and left > self.every_n_steps // 2:
+            self.reassign(trainer, pl_module)
+
+    @torch.no_grad()
+    def reassign(self, trainer: L.Trainer, pl_module: L.LightningModule) -> torch.Tensor:
+        start = time.perf_counter()
+        datamodule = trainer.datamodule
+        loader = datamodule.feature_dataloader(trainer.world_size, trainer.global_rank)
+        features, ids = pl_module.extract_features(loader)
+        features, ids = pl_module.all_gather(features), pl_module.all_gather(ids)
+        if trainer.world_size > 1:
+            features, ids = features.flatten(0, 1), ids.flatten()
+        ids, features = unique_by_id(ids, features)
+        assignment = torch.empty(len(ids), dtype=torch.long)
+        if trainer.is_global_zero:
+            labels = cluster(features.float().cpu().numpy(), self.num_clusters, self.backend,
+                             seed=self.seed + len(self.history), **self.options)
+            assignment = torch.from_numpy(labels)
+        assignment = trainer.strategy.broadcast(assignment, src=0)
+        datamodule.set_pseudo_labels(assignment)
+        pl_module.reset_head()
+        sizes = np.bincount(assignment.numpy(), minlength=self.num_clusters)
+        record = {"step": trainer.global_step, "sizes": sizes.tolist(), "seconds": time.perf_counter() - start}
+        metrics = {"cluster/min_size": float(sizes.min()), "cluster/max_size": float(sizes.max()),
+                   "cluster/seconds": record["seconds"]}
+        if self.previous is not None:
+            record["nmi_to_previous"] = float(normalized_mutual_info_score(assignment, self.previous))
+            metrics["cluster/nmi_to_previous"] = record["nmi_to_previous"]
+        self.previous = assignment.clone()
+        self.history.append(record)
+        self._done_at = trainer.global_step
+        if trainer.loggers:
+            for logger in trainer.loggers:
+                logger.log_metrics(metrics, step=trainer.global_step)
+        rank_zero_info(f"pseudo-labels reassigned at step {trainer.global_step}: sizes {sizes.tolist()} "
+                       f"({record['seconds']:.1f} s)")
+        return assignment
+
+    def state_dict(self) -> dict:
+        return {"previous": self.previous, "history": self.history, "done_at": self._done_at}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.previous = state_dict.get("previous")
+        self.history = state_dict.get("history", [])
+        self._done_at = state_dict.get("done_at", -1)

@@ -1,0 +1,94 @@
+"""K-means backends behind one interface, chosen by name from a registry (Bai et al. 2024, 3.2.2).
+
+* ``faiss``: ``faiss.Kmeans`` with nothing subsampled (``max_points_per_centroid`` raised to N),
+  several restarts (``nredo``), a seed, on the GPU when faiss-gpu and a GPU are present.
+* ``sklearn_minibatch``: scikit-learn's ``MiniBatchKMeans`` with the paper's batch_size 256 and
+  reassignment_ratio 0.01, for paper-faithful runs.
+
+Both return an assignment in which every cluster is used: an empty cluster takes the points farthest
+from their centroid in the largest cluster (a split, as DeepCluster does), so no class of the
+classifier is left without samples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+KMEANS_BACKENDS: dict[str, Callable[..., np.ndarray]] = {}
+
+
+def register(name: str) -> Callable:
+    def wrap(fn: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
+        KMEANS_BACKENDS[name] = fn
+        return fn
+
+    return wrap
+
+
+def preprocess(features: np.ndarray, pca_dim: int | None, whiten: bool, l2_normalize: bool) -> np.ndarray:
+    """Optional PCA (whitened) to ``pca_dim`` dimensions, then optional L2 normalization (DeepCluster's recipe)."""
+    x = np.ascontiguousarray(features, dtype=np.float32)
+    if pca_dim:
+        import faiss
+
+        pca = faiss.PCAMatrix(x.shape[1], min(pca_dim, x.shape[1], x.shape[0]), -0.5 if whiten else 0.0)
+        pca.train(x)
+        x = pca.apply_py(x)
+    if l2_normalize:
+        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def fill_empty_clusters(x: np.ndarray, assignment: np.ndarray, k: int) -> np.ndarray:
+    """Give every empty cluster the farthest-from-centre points of the currently largest cluster."""
+    assignment = assignment.copy()
+    for empty in range(k):
+        if (assignment == empty).any():
+            continue
+        sizes = np.bincount(assignment, minlength=k)
+        big = int(sizes.argmax())
+        members = np.flatnonzero(assignment == big)
+        if members.size < 2:
+            continue
+        centre = x[members].mean(axis=0)
+        far = members[np.argsort(-np.linalg.norm(x[members] - centre, axis=1))]
+        take = far[: max(1, members.size // 2)]  # the outer half of the largest cluster
+        assignment[take] = empty
+    return assignment
+
+
+@register("faiss")
+def faiss_kmeans(x: np.ndarray, k: int, seed: int = 0, niter: int = 20, nredo: int = 3,
+                 use_gpu: bool | None = None) -> np.ndarray:
+    import faiss
+
+    gpu = use_gpu if use_gpu is not None else (hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0)
+    km = faiss.Kmeans(x.shape[1], k, niter=niter, nredo=nredo, seed=seed, gpu=bool(gpu), verbose=False,
+                      max_points_per_centroid=max(256, x.shape[0]), min_points_per_centroid=1)
+    km.train(x)
+    _, labels = km.index.search(x, 1)
+    return labels[:, 0].astype(np.int64)
+
+
+@register("sklearn_minibatch")
+def sklearn_minibatch_kmeans(x: np.ndarray, k: int, seed: int = 0, niter: int = 100, nredo: int = 3,
+                             use_gpu: bool | None = None) -> np.ndarray:
+    from sklearn.cluster import MiniBatchKMeans
+
+    km = MiniBatchKMeans(n_clusters=k, batch_size=256, reassignment_ratio=0.01, random_state=seed, max_iter=niter,
+                         n_init=nredo)
+    return km.fit_predict(x).astype(np.int64)
+
+
+def cluster(features: np.ndarray, k: int, backend: str = "faiss", seed: int = 0, pca_dim: int | None = None,
+            whiten: bool = True, l2_normalize: bool = True, **kwargs) -> np.ndarray:
+    """Cluster ``features`` (N x d) into ``k`` groups with a registered backend; every group non-empty."""
+    if backend not in KMEANS_BACKENDS:
+        raise ValueError(f"unknown k-means backend {backend!r}; choose from {sorted(KMEANS_BACKENDS)}")
+    if features.shape[0] < k:
+        raise ValueError(f"cannot make {k} clusters from {features.shape[0]} points")
+    x = preprocess(features, pca_dim, whiten, l2_normalize)
+    assignment = KMEANS_BACKENDS[backend](x, k, seed=seed, **kwargs)
+    return fill_empty_clusters(x, assignment, k)

@@ -1,0 +1,94 @@
+"""A user's own data: one folder of images per class, optional masks in a mirrored tree.
+
+On disk::
+
+    <root>/<class>/<image>.{png,jpg,jpeg,bmp,tif,tiff}     (extensions compared case-insensitively)
+    <masks_root>/<class>/<image stem>.{png,...}            (optional; any of the same extensions)
+
+Classes are the sub-folders of ``root`` (hidden ones and ``masks_root`` itself skipped) sorted by name;
+``target`` is the class index. Images of ``defect_free_class`` (default ``good``) get ``label`` 0, all
+others 1 (all of them when no class has that name). Each image is its own group, named
+``<class>/<file name>``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from datamodules.base import DefectDataModule
+from datamodules.errors import DatasetError
+from datamodules.samples import Sample
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The image files directly in ``folder``, sorted by name."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def class_folders(root: str | Path, exclude: Path | None = None) -> list[Path]:
+    """The class folders of ``root``, sorted by name; none at all is an error."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"image folder root {root} does not exist")
+    excluded = exclude.resolve() if exclude is not None else None
+    folders = sorted(p for p in root.iterdir()
+                     if p.is_dir() and not p.name.startswith(".") and p.resolve() != excluded)
+    if not folders:
+        raise DatasetError(f"no class folders under {root}: expected <root>/<class>/<images>")
+    return folders
+
+
+def find_mask(masks_root: Path, class_name: str, stem: str) -> Path | None:
+    """``masks_root/<class>/<stem>.<ext>`` for the first extension that exists, else ``None``."""
+    folder = masks_root / class_name
+    if not folder.is_dir():
+        return None
+    matches = [p for p in folder.iterdir() if p.stem == stem and p.suffix.lower() in IMAGE_SUFFIXES]
+    return sorted(matches)[0] if matches else None
+
+
+def list_folder_samples(root: str | Path, defect_free_class: str | None = "good",
+                        masks_root: str | Path | None = None) -> list[Sample]:
+    """Every image under ``root/<class>/`` (see the module docstring); an empty class folder is an error."""
+    masks = Path(masks_root) if masks_root is not None else None
+    samples = []
+    for target, folder in enumerate(class_folders(root, exclude=masks)):
+        images = image_files(folder)
+        if not images:
+            raise DatasetError(f"class folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        label = 0 if folder.name == defect_free_class else 1
+        for image in images:
+            name = f"{folder.name}/{image.name}"
+            mask = find_mask(masks, folder.name, image.stem) if masks is not None else None
+            samples.append(Sample(name=name, image=image, label=label, group=name, mask=mask, target=target))
+    return samples
+
+
+class FolderDataModule(DefectDataModule):
+    """A folder of class folders (see the module docstring), folds stratified by class.
+
+    Args:
+        defect_free_class: the class folder whose images are defect-free (label 0).
+        masks_root: the root of the mirrored mask tree, or ``None`` for no masks.
+        **kwargs: see :class:`DefectDataModule`.
+    """
+
+    download_hint = "put your images in <root>/<class>/*.png (one folder per class) and set data.root=<root>"
+
+    def __init__(self, *args: Any, defect_free_class: str | None = "good",
+                 masks_root: str | Path | None = None, **kwargs: Any) -> None:
+        kwargs.setdefault("image_size", (256, 256))
+        super().__init__(*args, **kwargs)
+        self.defect_free_class = defect_free_class
+        self.masks_root = Path(masks_root) if masks_root else None
+
+    @property
+    def classes(self) -> list[str]:
+        """The class names in target order: the class folders under the dataset folder, sorted."""
+        return [p.name for p in class_folders(self.dataset_dir, exclude=self.masks_root)]
+
+    def list_samples(self) -> list[Sample]:
+        return list_folder_samples(self.dataset_dir, self.defect_free_class, self.masks_root)

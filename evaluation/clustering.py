@@ -1,0 +1,89 @@
+"""Clustering metrics of Bai et al. (2024) 4.1: NMI, ACC (Hungarian mapping), MDR, FDR, EACC.
+
+True labels are used here only, never in training. With the defect-free class as the positive class:
+
+* MDR (missed detection rate): defective images called defect-free, over all images;
+* FDR (false detection rate): defect-free images called defective, over all images;
+* EACC = ACC + FDR (the paper's "effective accuracy": a false alarm costs less than a miss).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+from torchmetrics import Metric
+from torchmetrics.functional.clustering import normalized_mutual_info_score
+from torchmetrics.utilities import dim_zero_cat
+
+from evaluation.gathering import unique_by_id
+
+
+def contingency(clusters: torch.Tensor, targets: torch.Tensor, num_clusters: int, num_classes: int) -> np.ndarray:
+    """Counts of (cluster, class) pairs: a ``num_clusters x num_classes`` matrix."""
+    index = clusters.long() * num_classes + targets.long()
+    counts = torch.bincount(index, minlength=num_clusters * num_classes)
+    return counts.reshape(num_clusters, num_classes).cpu().numpy()
+
+
+def hungarian_mapping(table: np.ndarray) -> dict[int, int]:
+    """The one-to-one cluster -> class mapping with the most images right (scipy's linear_sum_assignment).
+
+    Clusters left over when there are more clusters than classes go to their majority class.
+    """
+    rows, cols = linear_sum_assignment(table, maximize=True)
+    mapping = {int(r): int(c) for r, c in zip(rows, cols, strict=True)}
+    for r in range(table.shape[0]):
+        mapping.setdefault(r, int(table[r].argmax()))
+    return mapping
+
+
+def clustering_summary(clusters: torch.Tensor, targets: torch.Tensor, num_clusters: int, num_classes: int,
+                       defect_free_class: int | None = None) -> dict:
+    """NMI, ACC, the confusion matrix after mapping, and MDR/FDR/EACC when a defect-free class exists."""
+    clusters, targets = clusters.long().flatten().cpu(), targets.long().flatten().cpu()
+    table = contingency(clusters, targets, num_clusters, num_classes)
+    mapping = hungarian_mapping(table)
+    predicted = torch.tensor([mapping[int(c)] for c in clusters], dtype=torch.long)
+    n = max(1, targets.numel())
+    out: dict = {
+        "n_images": int(targets.numel()),
+        "nmi": float(normalized_mutual_info_score(clusters, targets)),
+        "acc": float((predicted == targets).sum()) / n,
+        "confusion": contingency(predicted, targets, num_classes, num_classes).T.tolist(),  # rows: true class
+        "mapping": mapping,
+    }
+    if defect_free_class is not None:
+        called_free = predicted == defect_free_class
+        is_free = targets == defect_free_class
+        out["mdr"] = float((called_free & ~is_free).sum()) / n
+        out["fdr"] = float((~called_free & is_free).sum()) / n
+        out["eacc"] = out["acc"] + out["fdr"]
+    return out
+
+
+class ClusteringMetrics(Metric):
+    """Collects cluster ids and true classes (gathered over DDP ranks); computes :func:`clustering_summary`."""
+
+    full_state_update = False
+
+    def __init__(self, num_clusters: int, num_classes: int, defect_free_class: int | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.num_clusters, self.num_classes, self.defect_free_class = num_clusters, num_classes, defect_free_class
+        self.add_state("clusters", default=[], dist_reduce_fx="cat")
+        self.add_state("targets", default=[], dist_reduce_fx="cat")
+        self.add_state("ids", default=[], dist_reduce_fx="cat")
+
+    def update(self, clusters: torch.Tensor, targets: torch.Tensor, ids: torch.Tensor) -> None:
+        self.clusters.append(clusters.detach().long().flatten())
+        self.targets.append(targets.detach().long().flatten())
+        self.ids.append(ids.detach().long().flatten())
+
+    def gathered(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        clusters, targets, ids = (dim_zero_cat(x) for x in (self.clusters, self.targets, self.ids))
+        ids, clusters, targets = unique_by_id(ids, clusters, targets)
+        return clusters, targets, ids
+
+    def compute(self) -> dict:
+        clusters, targets, _ = self.gathered()
+        return clustering_summary(clusters, targets, self.num_clusters, self.num_classes, self.defect_free_class)

@@ -1,0 +1,175 @@
+"""The LightningModule of the clustering method: a timm backbone and a classifier on k-means pseudo-labels.
+
+Bai et al. (2024), 3.2: features of the whole training set are clustered every k steps (by the
+:class:`callbacks.FaissKMeans` callback, which calls :meth:`ClusteringModule.extract_features` and
+:meth:`ClusteringModule.reset_head`); between reassignments the backbone and the head learn to predict
+the pseudo-label of every view of an image with cross-entropy over the K pseudo-classes. True labels are
+used only at test time: the head's cluster of each test image against its class (NMI, ACC, ...).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from evaluation.clustering import ClusteringMetrics, clustering_summary, contingency, hungarian_mapping
+from lightning_modules.cluster.backbone import create_backbone
+
+
+class ClusteringModule(L.LightningModule):
+    """Backbone + linear head over ``num_clusters`` pseudo-classes.
+
+    Args:
+        backbone: a timm model name (``convnextv2_tiny`` is the paper's; ``convnextv2_atto`` suits a CPU).
+        num_clusters: K, the number of k-means clusters and head outputs.
+        num_classes: true classes, for evaluation only (defaults to ``num_clusters``).
+        defect_free_class: the true class that is defect-free, if any (enables MDR, FDR, EACC).
+        optimizer: a partial optimizer from the ``optimizer`` config group.
+        warmup_steps, max_steps, min_lr_ratio: LinearLR warm-up, then CosineAnnealingLR to
+            ``lr * min_lr_ratio`` at ``max_steps`` (the trainer's ``max_steps``).
+        mean, std: input normalisation of the [0, 1] images.
+    """
+
+    def __init__(
+        self,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        backbone: str = "convnextv2_tiny",
+        num_clusters: int = 6,
+        num_classes: int | None = None,
+        defect_free_class: int | None = None,
+        in_chans: int = 1,
+        checkpoint_path: str | None = None,
+        drop_path_rate: float = 0.0,
+        warmup_steps: int = 100,
+        max_steps: int = 2000,
+        min_lr_ratio: float = 0.01,
+        mean: float = 0.5,
+        std: float = 0.25,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["optimizer"])
+        self.optimizer_factory = optimizer
+        self.backbone = create_backbone(backbone, in_chans, checkpoint_path, drop_path_rate)
+        self.head = nn.Linear(self.backbone.num_features, num_clusters)
+        self.fold_result: dict[str, Any] = {}
+        self._reset_test_metrics()
+
+    @property
+    def max_steps(self) -> int:
+        return int(self.hparams.max_steps)
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        return self.backbone((images - self.hparams.mean) / self.hparams.std)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Pseudo-class logits."""
+        return self.head(self.features(images))
+
+    # -- the hooks the FaissKMeans callback uses -------------------------------------------------
+    @torch.no_grad()
+    def extract_features(self, loader: Sequence[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features and ids of every image a loader yields, in evaluation mode (then back to training)."""
+        was_training = self.training
+        self.eval()
+        feats, ids = [], []
+        for batch in loader:
+            feats.append(self.features(batch["image"].to(self.device)).float())
+            ids.append(batch["index"].to(self.device))
+        self.train(was_training)
+        return torch.cat(feats), torch.cat(ids)
+
+    def reset_head(self) -> None:
+        """Re-initialise the classifier after a reassignment (the clusters' order is arbitrary), with its
+        optimizer state (momentum, Adam moments) cleared."""
+        self.head.reset_parameters()
+        if self._trainer is not None and self.trainer.optimizers:
+            for optimizer in self.trainer.optimizers:
+                for p in self.head.parameters():
+                    optimizer.state.pop(p, None)
+
+    # -- training -------------------------------------------------------------------------------
+    def configure_optimizers(self) -> dict:
+        optimizer = self.optimizer_factory(params=self.parameters())
+        warmup = max(1, min(self.hparams.warmup_steps, self.max_steps - 1))
+        base_lr = optimizer.param_groups[0]["lr"]
+        scheduler = torch.optim.lr_scheduler.SequentialLR(
+            optimizer,
+            [torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1e-3, total_iters=warmup),
+             torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, self.max_steps - warmup),
+                                                        eta_min=base_lr * self.hparams.min_lr_ratio)],
+            milestones=[warmup],
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        labels = batch["pseudo_label"]
+        by_size: dict[tuple[int, int], list[torch.Tensor]] = {}
+        for view in batch["views"]:
+            by_size.setdefault(tuple(view.shape[-2:]), []).append(view)
+        losses, correct, count = [], 0.0, 0
+        for views in by_size.values():  # one forward pass per view size
+            logits = self(torch.cat(views))
+            target = labels.repeat(len(views))
+            losses.append(F.cross_entropy(logits, target, reduction="sum"))
+            correct += float((logits.argmax(1) == target).sum())
+            count += target.numel()
+        loss = torch.stack(losses).sum() / count
+        self.log_dict({"train/loss": loss.detach(), "train/pseudo_acc": correct / count}, on_step=True,
+                      on_epoch=False, batch_size=labels.numel())
+        return loss
+
+    # -- testing --------------------------------------------------------------------------------
+    def _reset_test_metrics(self) -> None:
+        k = self.hparams.num_clusters
+        self.test_metrics = ClusteringMetrics(k, self.hparams.num_classes or k, self.hparams.defect_free_class)
+        self._test_seconds, self._test_images = 0.0, 0
+
+    def on_test_epoch_start(self) -> None:
+        self._reset_test_metrics()
+        self.test_metrics.to(self.device)
+
+    def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if dataloader_idx == 0:  # the training images: not needed for this method's report
+            return
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        start = time.perf_counter()
+        clusters = self(batch["image"]).argmax(1)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self._test_seconds += time.perf_counter() - start
+        self._test_images += batch["image"].shape[0]
+        self.test_metrics.update(clusters, batch["target"], batch["index"])
+
+    def on_test_epoch_end(self) -> None:
+        metrics = self.test_metrics.compute()
+        metrics["ms_per_image"] = 1000 * self._test_seconds / max(1, self._test_images)
+        clusters, targets, ids = self.test_metrics.gathered()
+        self.fold_result = {"metrics": metrics, "clusters": clusters.cpu(), "targets": targets.cpu(),
+                            "ids": ids.cpu(),
+                            "per_image": {"ids": ids.cpu(), "target": targets.cpu(), "cluster": clusters.cpu()}}
+        self.log_dict({f"test/{k}": float(v) for k, v in metrics.items() if isinstance(v, int | float)},
+                      rank_zero_only=True)
+
+    def pool(self, fold_results: Sequence[Mapping[str, Any]]) -> dict:
+        """Pooled over folds: each fold's clusters mapped to classes by its own Hungarian assignment, then
+        ACC (and MDR, FDR, EACC) on all test images together; NMI as the mean over folds (cluster ids of
+        different folds' models are not comparable)."""
+        num_classes = self.hparams.num_classes or self.hparams.num_clusters
+        predicted, targets = [], []
+        for r in fold_results:
+            mapping = hungarian_mapping(contingency(r["clusters"], r["targets"], self.hparams.num_clusters,
+                                                    num_classes))
+            predicted.append(torch.tensor([mapping[int(c)] for c in r["clusters"]], dtype=torch.long))
+            targets.append(r["targets"])
+        pooled = clustering_summary(torch.cat(predicted), torch.cat(targets), num_classes, num_classes,
+                                    self.hparams.defect_free_class)
+        pooled["nmi"] = sum(r["metrics"]["nmi"] for r in fold_results) / len(fold_results)
+        pooled["ms_per_image"] = sum(r["metrics"]["ms_per_image"] for r in fold_results) / len(fold_results)
+        return pooled

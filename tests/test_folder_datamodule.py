@@ -1,0 +1,135 @@
+"""The folder DataModule (a user's own data: root/<class>/*.png, optional mirrored masks)."""
+
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra.utils import instantiate
+from PIL import Image
+
+from datamodules import DatasetError, FolderDataModule, list_folder_samples
+from datamodules.synthetic import write_folder
+from tests.test_configs import compose_cfg
+
+CLASSES = ("good", "scratch", "dent")
+PER_CLASS = 3
+
+
+@pytest.fixture(scope="module")
+def folder_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    base = tmp_path_factory.mktemp("folder")
+    root = write_folder(base / "images", classes=CLASSES, per_class=PER_CLASS, masks_root=base / "masks",
+                        seed=6)
+    return root, base / "masks"
+
+
+def make_dm(root: Path, **kwargs) -> FolderDataModule:
+    kwargs.setdefault("image_size", (32, 32))
+    return FolderDataModule(root=root, **kwargs)
+
+
+def test_classes_sorted_by_name_and_good_is_defect_free(folder_data) -> None:
+    root, _ = folder_data
+    samples = list_folder_samples(root)
+    assert len(samples) == 3 * PER_CLASS
+    assert make_dm(root).classes == ["dent", "good", "scratch"]
+    assert {(s.name.split("/")[0], s.target, s.label) for s in samples} == {
+        ("dent", 0, 1), ("good", 1, 0), ("scratch", 2, 1)
+    }
+    assert all(s.group == s.name and s.mask is None for s in samples)
+    assert samples[0].name == "dent/000.png"
+
+
+def test_without_the_defect_free_class_all_are_defective(folder_data) -> None:
+    root, _ = folder_data
+    assert all(s.label == 1 for s in list_folder_samples(root, defect_free_class="ok"))
+    assert sum(1 - s.label for s in list_folder_samples(root, defect_free_class="dent")) == PER_CLASS
+
+
+def test_masks_from_the_mirrored_tree(folder_data) -> None:
+    root, masks = folder_data
+    samples = list_folder_samples(root, masks_root=masks)
+    for s in samples:
+        if s.label:
+            assert s.mask == masks / s.name.split("/")[0] / f"{s.image.stem}.png"
+        else:
+            assert s.mask is None
+    dm = make_dm(root, masks_root=masks, fold=0)
+    dm.setup()
+    for dataset in (dm.train_set, dm.test_set):
+        assert torch.equal(dataset.masks.flatten(1).any(dim=1).float(), dataset.labels)
+
+
+def test_folds_are_stratified_by_class(folder_data) -> None:
+    root, _ = folder_data
+    samples = list_folder_samples(root)
+    seen: list[str] = []
+    for fold in range(3):
+        train, test = make_dm(root, fold=fold).split(samples)
+        assert not {s.name for s in train} & {s.name for s in test}
+        assert sorted(s.target for s in test) == [0, 1, 2]
+        seen += [s.name for s in test]
+    assert sorted(seen) == sorted(s.name for s in samples)
+
+
+def test_training_batches_pair_defective_and_good(folder_data) -> None:
+    root, _ = folder_data
+    dm = make_dm(root, fold=1)
+    dm.setup()
+    batches = list(dm.train_dataloader())
+    assert len(batches) == PER_CLASS - 1
+    assert all(b["label"].tolist() == [1.0, 0.0] for b in batches)
+
+
+def test_extensions_are_case_insensitive_and_other_files_ignored(tmp_path: Path) -> None:
+    root = write_folder(tmp_path / "data", classes=("good", "crack"), per_class=1)
+    pixels = np.zeros((8, 8), dtype=np.uint8)
+    Image.fromarray(pixels).save(root / "crack" / "upper.JPG")
+    Image.fromarray(pixels).save(root / "crack" / "scan.TIFF")
+    (root / "crack" / "notes.txt").write_text("not an image")
+    (root / ".cache").mkdir()
+    masks = tmp_path / "masks" / "crack"
+    masks.mkdir(parents=True)
+    Image.fromarray(pixels).save(masks / "upper.bmp")
+    samples = list_folder_samples(root, masks_root=tmp_path / "masks")
+    assert collections.Counter(s.name.split("/")[0] for s in samples) == {"crack": 3, "good": 1}
+    upper = next(s for s in samples if s.name == "crack/upper.JPG")
+    assert upper.mask == masks / "upper.bmp"
+
+
+def test_masks_root_inside_root_is_not_a_class(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    write_folder(root, classes=("good", "hole"), per_class=1, masks_root=root / "masks")
+    dm = make_dm(root, masks_root=root / "masks")
+    assert dm.classes == ["good", "hole"]
+    assert [s.mask is not None for s in dm.list_samples()] == [False, True]
+
+
+def test_empty_class_folder_is_named(tmp_path: Path) -> None:
+    root = write_folder(tmp_path / "data", classes=("good",), per_class=1)
+    (root / "stain").mkdir()
+    (root / "stain" / "readme.txt").write_text("")
+    with pytest.raises(DatasetError, match=r"class folder .*data/stain holds no images"):
+        list_folder_samples(root)
+
+
+def test_no_class_folders(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(tmp_path / "data" / "loose.png")
+    with pytest.raises(DatasetError, match=r"no class folders under .*data"):
+        list_folder_samples(tmp_path / "data")
+    with pytest.raises(DatasetError, match=r"nowhere does not exist"):
+        list_folder_samples(tmp_path / "nowhere")
+
+
+def test_config_instantiates(folder_data) -> None:
+    root, masks = folder_data
+    cfg = compose_cfg(["data=folder", f"data.root={root}", f"data.masks_root={masks}"])
+    assert list(cfg.data.image_size) == [256, 256] and cfg.data.defect_free_class == "good"
+    dm = instantiate(cfg.data, fold=2)
+    assert isinstance(dm, FolderDataModule) and dm.masks_root == masks
+    assert len(dm.list_samples()) == 3 * PER_CLASS
