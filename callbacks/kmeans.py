@@ -59,14 +59,20 @@ def fill_empty_clusters(x: np.ndarray, assignment: np.ndarray, k: int) -> np.nda
     return assignment
 
 
-@register("faiss")
-def faiss_kmeans(x: np.ndarray, k: int, seed: int = 0, niter: int = 20, nredo: int = 3,
-                 use_gpu: bool | None = None) -> np.ndarray:
+def make_faiss_kmeans(n: int, d: int, k: int, seed: int = 0, niter: int = 20, nredo: int = 3,
+                      use_gpu: bool | None = None):  # noqa: ANN201 - a faiss.Kmeans
+    """A ``faiss.Kmeans`` that trains on all ``n`` points (faiss subsamples to 256 per centroid by default)."""
     import faiss
 
     gpu = use_gpu if use_gpu is not None else (hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0)
-    km = faiss.Kmeans(x.shape[1], k, niter=niter, nredo=nredo, seed=seed, gpu=bool(gpu), verbose=False,
-                      max_points_per_centroid=max(256, x.shape[0]), min_points_per_centroid=1)
+    return faiss.Kmeans(d, k, niter=niter, nredo=nredo, seed=seed, gpu=bool(gpu), verbose=False,
+                        max_points_per_centroid=max(256, n), min_points_per_centroid=1)
+
+
+@register("faiss")
+def faiss_kmeans(x: np.ndarray, k: int, seed: int = 0, niter: int = 20, nredo: int = 3,
+                 use_gpu: bool | None = None) -> np.ndarray:
+    km = make_faiss_kmeans(x.shape[0], x.shape[1], k, seed, niter, nredo, use_gpu)
     km.train(x)
     _, labels = km.index.search(x, 1)
     return labels[:, 0].astype(np.int64)

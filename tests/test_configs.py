@@ -13,7 +13,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from omegaconf import open_dict
 
-from datamodules import KolektorSDDDataModule
+from datamodules import DefectDataModule
+from lightning_modules.cluster import ClusteringModule
 from lightning_modules.weak import WeakDetectionModule
 from tests.conftest import PROJECT_ROOT
 
@@ -31,13 +32,17 @@ def compose_cfg(overrides: list[str]):
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_every_experiment_composes_and_instantiates(experiment: str, kolektor_root: Path) -> None:
-    cfg = compose_cfg([f"experiment={experiment}", f"data.root={kolektor_root}"])
+def test_every_experiment_composes_and_instantiates(experiment: str, tmp_path: Path) -> None:
+    cfg = compose_cfg([f"experiment={experiment}", f"data.root={tmp_path}"])
     assert cfg.task_name == experiment
     dm = instantiate(cfg.data, fold=1)
-    assert isinstance(dm, KolektorSDDDataModule) and dm.fold == 1
+    assert isinstance(dm, DefectDataModule) and dm.fold == 1
     model = instantiate(cfg.model, optimizer=instantiate(cfg.optimizer), _convert_="all")
-    assert isinstance(model, WeakDetectionModule)
+    expected = ClusteringModule if experiment.startswith("cluster") else WeakDetectionModule
+    assert isinstance(model, expected)
+    if expected is ClusteringModule:
+        assert dm.train_mode == "views" and callable(dm.views)
+        assert cfg.callbacks.faiss_kmeans.num_clusters == model.hparams.num_clusters
     trainer = instantiate(cfg.trainer, logger=False, max_steps=model.max_steps)
     assert trainer.max_steps == model.max_steps
 
@@ -59,6 +64,16 @@ def test_overrides_reach_the_objects(kolektor_root: Path) -> None:
     partial_opt = instantiate(cfg.optimizer)
     assert partial_opt.func.__name__ == "Adam"
     assert instantiate(cfg.data).num_defective == 10
+
+
+def test_cluster_paper_experiment_settings() -> None:
+    cfg = compose_cfg(["experiment=cluster_neu"])
+    assert cfg.model.backbone == "convnextv2_tiny" and cfg.model.num_clusters == 6
+    assert (cfg.data.views.global_size, cfg.data.views.local_size) == (200, 96)
+    assert (cfg.data.views.n_global, cfg.data.views.n_local) == (2, 6)
+    assert cfg.optimizer._target_ == "torch.optim.RAdam"
+    cfg5 = compose_cfg(["experiment=cluster_severstal_5c"])
+    assert (cfg5.model.num_clusters, cfg5.model.defect_free_class, cfg5.data.num_classes) == (5, 0, 5)
 
 
 def test_cfg_job_prints_the_composed_config() -> None:

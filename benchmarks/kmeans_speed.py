@@ -1,0 +1,85 @@
+"""One pseudo-label reassignment's clustering time on real NEU features: faiss vs scikit-learn MiniBatchKMeans.
+
+    python benchmarks/kmeans_speed.py --archive ../shared/datasets/NEU-DET.zip
+
+Features: every NEU image through a ``convnextv2_atto`` backbone (random initialisation unless ``--ckpt``
+names a trained ClusteringModule checkpoint). Timed: the preprocessing (PCA-whitening, L2) and k-means,
+as the FaissKMeans callback runs them; median of ``--repeats``. Writes ``benchmarks/results/kmeans_speed.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from callbacks.kmeans import cluster  # noqa: E402
+from datamodules import NEUDataModule  # noqa: E402
+from datamodules.base import DecodedDataset  # noqa: E402
+from evaluation.clustering import clustering_summary  # noqa: E402
+from evaluation.run_info import run_info  # noqa: E402
+from lightning_modules.cluster import ClusteringModule, create_backbone  # noqa: E402
+
+
+@torch.no_grad()
+def neu_features(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor, str]:
+    dm = NEUDataModule(root=ROOT / "data" / "NEU-DET", archive=args.archive, image_size=(args.size, args.size))
+    dm.prepare_data()
+    samples = dm.list_samples()
+    dataset = DecodedDataset(samples, (args.size, args.size))
+    if args.ckpt:
+        model = ClusteringModule.load_from_checkpoint(args.ckpt, optimizer=None)
+        extract, source = model.features, f"trained checkpoint {args.ckpt}"
+    else:
+        torch.manual_seed(0)
+        backbone = create_backbone(args.backbone, in_chans=1).eval()
+        extract, source = (lambda x: backbone((x - 0.5) / 0.25)), f"{args.backbone}, random initialisation"
+    feats = [extract(dataset.images[i : i + 64].float() / 255) for i in range(0, len(dataset), 64)]
+    return torch.cat(feats), dataset.targets, source
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--archive", default=str(ROOT.parent / "shared" / "datasets" / "NEU-DET.zip"))
+    parser.add_argument("--backbone", default="convnextv2_atto")
+    parser.add_argument("--ckpt", default=None)
+    parser.add_argument("--size", type=int, default=200)
+    parser.add_argument("--k", type=int, default=6)
+    parser.add_argument("--pca", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    start = time.perf_counter()
+    features, targets, source = neu_features(args)
+    x = features.numpy()
+    result: dict = {"N": int(x.shape[0]), "d": int(x.shape[1]), "K": args.k, "pca_dim": args.pca, "features": source}
+    for backend in ("faiss", "sklearn_minibatch"):
+        times, labels = [], None
+        for r in range(args.repeats):
+            t0 = time.perf_counter()
+            labels = cluster(x, args.k, backend, seed=r, pca_dim=args.pca)
+            times.append(time.perf_counter() - t0)
+        result[f"{backend}_s"] = statistics.median(times)
+        summary = clustering_summary(torch.from_numpy(labels), targets, args.k, args.k)
+        result[f"{backend}_acc"], result[f"{backend}_nmi"] = summary["acc"], summary["nmi"]
+    result["speedup"] = result["sklearn_minibatch_s"] / result["faiss_s"]
+    info = run_info()
+    out = {"name": "kmeans_speed", "command": "python benchmarks/kmeans_speed.py " + " ".join(sys.argv[1:]),
+           "commit": info["commit"], "device": info["device"],
+           "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+           "wall_s": round(time.perf_counter() - start, 1), "packages": info["packages"], "metrics": result}
+    path = ROOT / "benchmarks" / "results" / "kmeans_speed.json"
+    path.write_text(json.dumps(out, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""The clustering method: backbone loading, views, k-means reassignment inside fit, test metrics, end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from functools import partial
+from pathlib import Path
+
+import lightning as L
+import pytest
+import timm
+import torch
+
+from callbacks import FaissKMeans
+from datamodules import NEUDataModule
+from datamodules.synthetic import write_neu_cls
+from datamodules.views import MultiCropViews
+from lightning_modules.cluster import ClusteringModule, create_backbone
+from tests.conftest import PROJECT_ROOT
+
+
+@pytest.fixture(scope="module")
+def neu_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_neu_cls(tmp_path_factory.mktemp("neu") / "NEU-CLS", per_class=6, size=(32, 32), seed=3)
+
+
+def neu_dm(root: Path, **kwargs) -> NEUDataModule:
+    views = MultiCropViews(global_size=32, local_size=16, n_global=2, n_local=2)
+    return NEUDataModule(root=root, image_size=(32, 32), train_mode="views", views=views, batch_size=8,
+                         eval_batch_size=16, **kwargs)
+
+
+def test_views_have_the_configured_sizes() -> None:
+    views = MultiCropViews(global_size=24, local_size=12, n_global=2, n_local=6)(torch.rand(1, 40, 40))
+    assert [tuple(v.shape) for v in views] == [(1, 24, 24)] * 2 + [(1, 12, 12)] * 6
+
+
+def test_backbone_from_a_local_checkpoint_adapts_rgb_weights_to_grayscale(tmp_path: Path) -> None:
+    rgb = timm.create_model("convnextv2_atto", pretrained=False, num_classes=10, in_chans=3)
+    path = tmp_path / "atto.pth"
+    torch.save(rgb.state_dict(), path)
+    gray = create_backbone("convnextv2_atto", in_chans=1, checkpoint_path=str(path))
+    stem = gray.stem[0].weight
+    assert stem.shape[1] == 1
+    assert torch.allclose(stem[:, 0], rgb.stem[0].weight.sum(dim=1), atol=1e-5)
+    assert torch.equal(gray.stages[0].blocks[0].conv_dw.weight, rgb.stages[0].blocks[0].conv_dw.weight)
+    with pytest.raises(FileNotFoundError, match="missing.pth"):
+        create_backbone("convnextv2_atto", checkpoint_path=str(tmp_path / "missing.pth"))
+
+
+def test_fit_reassigns_pseudo_labels_every_k_steps_and_tests(neu_root: Path, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = ClusteringModule(partial(torch.optim.AdamW, lr=1e-3), backbone="convnextv2_atto", num_clusters=6,
+                             num_classes=6, warmup_steps=2, max_steps=8)
+    kmeans = FaissKMeans(num_clusters=6, every_n_steps=3, pca_dim=8, nredo=1)
+    dm = neu_dm(neu_root)
+    heads: list[torch.Tensor] = []
+    reset = model.reset_head
+
+    def spy() -> None:
+        reset()
+        heads.append(model.head.weight.detach().clone())
+
+    model.reset_head = spy  # type: ignore[method-assign]
+    trainer = L.Trainer(accelerator="cpu", max_steps=8, max_epochs=-1, logger=False, callbacks=[kmeans],
+                        default_root_dir=str(tmp_path), enable_progress_bar=False, enable_checkpointing=False)
+    trainer.fit(model, datamodule=dm)
+    assert [h["step"] for h in kmeans.history] == [0, 3]  # not at 6: too close to the end (8)
+    assert all(sum(h["sizes"]) == len(dm.train_set) and min(h["sizes"]) > 0 for h in kmeans.history)
+    assert "nmi_to_previous" in kmeans.history[1]
+    assert torch.equal(dm.views_set.pseudo_labels, kmeans.previous)
+    assert len(heads) == 2 and not torch.equal(heads[0], heads[1])
+    trainer.test(model, datamodule=dm, verbose=False)
+    metrics = model.fold_result["metrics"]
+    assert metrics["n_images"] == len(dm.test_samples) == 12
+    assert 0.0 <= metrics["acc"] <= 1.0 and 0.0 <= metrics["nmi"] <= 1.0 and metrics["ms_per_image"] > 0
+
+
+def test_cluster_experiment_end_to_end(neu_root: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    overrides = [
+        "experiment=cluster_neu_cpu", f"data.root={neu_root}", "data.archive=null", "data.image_size=[32,32]",
+        "data.views.global_size=32", "data.views.local_size=16", "data.views.n_local=2", "data.batch_size=8",
+        "model.max_steps=4", "model.warmup_steps=1", "callbacks.faiss_kmeans.every_n_steps=2",
+        "callbacks.faiss_kmeans.pca_dim=8", f"hydra.run.dir={run_dir}",
+    ]
+    out = subprocess.run([sys.executable, "train.py", *overrides], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                         env={**os.environ, "WANDB_MODE": "offline"}, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads((run_dir / "metrics.json").read_text())
+    assert [f["fold"] for f in report["folds"]] == [0, 1, 2]
+    assert {"acc", "nmi", "confusion"} <= set(report["pooled"])
+    assert report["pooled"]["n_images"] == 36
+    assert (run_dir / "fold0" / "predictions.csv").read_text().startswith("name,target,cluster")

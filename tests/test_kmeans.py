@@ -1,0 +1,58 @@
+"""The k-means backends and the uniform-over-pseudo-classes sampler."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from callbacks.kmeans import KMEANS_BACKENDS, cluster, fill_empty_clusters, make_faiss_kmeans
+from datamodules.sampling import UniformOverLabelsSampler
+from evaluation.clustering import clustering_summary
+
+
+def blobs(k: int = 4, n: int = 60, d: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(k, d)) * 4
+    x = np.concatenate([c + rng.normal(size=(n, d)) for c in centres]).astype(np.float32)
+    return x, np.repeat(np.arange(k), n)
+
+
+@pytest.mark.parametrize("backend", sorted(KMEANS_BACKENDS))
+def test_backends_recover_separated_blobs(backend: str) -> None:
+    x, y = blobs()
+    labels = cluster(x, 4, backend, seed=0, pca_dim=8, niter=20, nredo=2)
+    out = clustering_summary(torch.from_numpy(labels), torch.from_numpy(y), 4, 4)
+    assert out["acc"] == pytest.approx(1.0)
+    assert np.bincount(labels, minlength=4).min() > 0
+
+
+def test_faiss_trains_on_every_point() -> None:
+    km = make_faiss_kmeans(n=10_000, d=8, k=4)
+    assert km.cp.max_points_per_centroid * 4 >= 10_000
+
+
+def test_empty_clusters_are_filled_from_the_largest() -> None:
+    x, _ = blobs(k=2)
+    assignment = np.zeros(len(x), dtype=np.int64)  # everything in cluster 0; 1 and 2 empty
+    filled = fill_empty_clusters(x, assignment, 3)
+    assert set(np.unique(filled)) == {0, 1, 2}
+
+
+def test_too_few_points_is_an_error() -> None:
+    with pytest.raises(ValueError, match="cannot make 5 clusters from 3 points"):
+        cluster(np.zeros((3, 4), dtype=np.float32), 5)
+
+
+def test_unknown_backend_is_named() -> None:
+    with pytest.raises(ValueError, match="unknown k-means backend 'nope'"):
+        cluster(np.zeros((10, 4), dtype=np.float32), 2, backend="nope")
+
+
+def test_sampler_is_uniform_over_pseudo_classes_and_follows_reassignment() -> None:
+    labels = torch.tensor([0] * 90 + [1] * 10)
+    sampler = UniformOverLabelsSampler(labels, num_samples=2000, seed=0)
+    drawn = labels[list(sampler)]
+    assert abs(float((drawn == 1).float().mean()) - 0.5) < 0.05
+    labels[:] = torch.tensor([2] * 50 + [3] * 50)  # reassigned in place
+    assert set(labels[list(sampler)].tolist()) == {2, 3}
