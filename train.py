@@ -17,6 +17,7 @@ from typing import Any
 import hydra
 import lightning as L
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
 from evaluation.report import write_report
@@ -33,6 +34,8 @@ def build_fold(
     model = instantiate(cfg.model, optimizer=instantiate(cfg.optimizer), _convert_="all")
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None and "_target_" in c]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None and "_target_" in c]
+    if not loggers:  # nothing to log learning rates to
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     extra: dict[str, Any] = {}
     if getattr(model, "max_steps", None):
         extra["max_steps"] = model.max_steps

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 
 
-def rle_decode(rle: str, shape: tuple[int, int]) -> np.ndarray:
-    """Decode ``"start length start length ..."`` (1-indexed, column-major over ``shape``) to a bool mask.
+def rle_runs(rle: str, shape: tuple[int, int]) -> np.ndarray:
+    """The validated ``(start, length)`` runs of ``"start length start length ..."`` over ``shape`` (H, W).
 
-    Raises ``ValueError`` for an odd count of numbers, a non-positive start or length, or a run beyond
-    the image; callers add the file and line.
+    Raises ``ValueError`` for an odd count of numbers, a non-integer, a non-positive start or length, or
+    a run beyond the image; callers add the file and line.
     """
     height, width = shape
     values = rle.split()
@@ -19,12 +19,21 @@ def rle_decode(rle: str, shape: tuple[int, int]) -> np.ndarray:
         pairs = np.asarray(values, dtype=np.int64).reshape(-1, 2)
     except ValueError as err:
         raise ValueError(f"run-length string has a non-integer value: {err}") from err
+    starts, lengths = pairs[:, 0], pairs[:, 1]
+    bad = np.flatnonzero((starts < 1) | (lengths < 1))
+    if bad.size:
+        raise ValueError(f"run ({starts[bad[0]]}, {lengths[bad[0]]}) has a non-positive start or length")
+    beyond = np.flatnonzero(starts - 1 + lengths > height * width)
+    if beyond.size:
+        raise ValueError(f"run ({starts[beyond[0]]}, {lengths[beyond[0]]}) goes beyond the {width}x{height} image")
+    return pairs
+
+
+def rle_decode(rle: str, shape: tuple[int, int]) -> np.ndarray:
+    """Decode ``"start length ..."`` (1-indexed, column-major over ``shape`` = (H, W)) to a bool mask."""
+    height, width = shape
     flat = np.zeros(height * width, dtype=bool)
-    for start, length in pairs:
-        if start < 1 or length < 1:
-            raise ValueError(f"run ({start}, {length}) has a non-positive start or length")
-        if start - 1 + length > height * width:
-            raise ValueError(f"run ({start}, {length}) goes beyond the {width}x{height} image")
+    for start, length in rle_runs(rle, shape):
         flat[start - 1 : start - 1 + length] = True
     return flat.reshape(width, height).T
 

@@ -25,10 +25,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from datamodules.base import DefectDataModule
 from datamodules.errors import DatasetError
+from datamodules.rle import rle_runs
 from datamodules.samples import Sample
 from datamodules.splits import load_split_pickle
 
@@ -53,27 +52,8 @@ class Defect:
 
 
 def rle_area(rle: str, shape: tuple[int, int]) -> int:
-    """Validate a run-length string over ``shape`` (without decoding it) and return its pixel count.
-
-    Raises ``ValueError`` for an odd count of numbers, a non-integer, a non-positive start or length, or a
-    run beyond the image.
-    """
-    values = rle.split()
-    if len(values) % 2:
-        raise ValueError(f"run-length string has an odd number of values ({len(values)})")
-    try:
-        pairs = np.asarray(values, dtype=np.int64).reshape(-1, 2)
-    except ValueError as err:
-        raise ValueError(f"run-length string has a non-integer value: {err}") from err
-    starts, lengths = pairs[:, 0], pairs[:, 1]
-    bad = np.flatnonzero((starts < 1) | (lengths < 1))
-    if bad.size:
-        raise ValueError(f"run ({starts[bad[0]]}, {lengths[bad[0]]}) has a non-positive start or length")
-    beyond = np.flatnonzero(starts - 1 + lengths > shape[0] * shape[1])
-    if beyond.size:
-        raise ValueError(f"run ({starts[beyond[0]]}, {lengths[beyond[0]]}) goes beyond the "
-                         f"{shape[1]}x{shape[0]} image")
-    return int(lengths.sum())
+    """Validate a run-length string over ``shape`` (without decoding it) and return its pixel count."""
+    return int(rle_runs(rle, shape)[:, 1].sum())
 
 
 def _parse_row(row: list[str], old_format: bool) -> tuple[str, str, str]:

@@ -14,6 +14,7 @@ from PIL import Image
 from datamodules import DAGMDataModule, DatasetError, list_dagm_samples
 from datamodules.dagm import texture_of
 from datamodules.synthetic import write_dagm
+from tests.helpers import fold_test_sets
 from tests.test_configs import compose_cfg
 
 N_PER_SPLIT, DEFECTIVE_EVERY = 6, 3  # per texture: 12 images, 4 defective
@@ -62,26 +63,18 @@ def test_all_textures_by_default(dagm_root: Path) -> None:
 
 
 def test_per_texture_folds_are_stratified(dagm_root: Path) -> None:
-    seen: list[str] = []
-    for fold in range(3):
-        dm = make_dm(dagm_root, classes=[3], fold=fold)
-        train, test = dm.split(dm.list_samples())
-        assert not {s.name for s in train} & {s.name for s in test}
+    samples = make_dm(dagm_root, classes=[3]).list_samples()
+    assert len(samples) == 2 * N_PER_SPLIT
+    for test in fold_test_sets(lambda fold: make_dm(dagm_root, classes=[3], fold=fold), samples):
         assert {s.label for s in test} == {0, 1}
-        seen += [s.name for s in test]
-    assert len(seen) == len(set(seen)) == 2 * N_PER_SPLIT
 
 
 def test_pooled_folds_are_stratified_by_texture_and_label(dagm_root: Path) -> None:
-    seen: list[str] = []
-    for fold in range(3):
-        dm = make_dm(dagm_root, classes=None, mode="pooled", fold=fold)
-        train, test = dm.split(dm.list_samples())
-        assert not {s.name for s in train} & {s.name for s in test}
+    samples = make_dm(dagm_root, classes=None, mode="pooled").list_samples()
+    assert len(samples) == 3 * 2 * N_PER_SPLIT
+    for test in fold_test_sets(lambda fold: make_dm(dagm_root, classes=None, mode="pooled", fold=fold), samples):
         strata = {(texture_of(s), s.label) for s in test}
         assert strata == {(f"Class{n}", k) for n in (1, 2, 3) for k in (0, 1)}
-        seen += [s.name for s in test]
-    assert len(seen) == len(set(seen)) == 3 * 2 * N_PER_SPLIT
 
 
 def test_setup_decodes_masks_matching_labels(dagm_root: Path) -> None:

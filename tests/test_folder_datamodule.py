@@ -13,6 +13,7 @@ from PIL import Image
 
 from datamodules import DatasetError, FolderDataModule, list_folder_samples
 from datamodules.synthetic import write_folder
+from tests.helpers import fold_test_sets
 from tests.test_configs import compose_cfg
 
 CLASSES = ("good", "scratch", "dent")
@@ -67,13 +68,8 @@ def test_masks_from_the_mirrored_tree(folder_data) -> None:
 def test_folds_are_stratified_by_class(folder_data) -> None:
     root, _ = folder_data
     samples = list_folder_samples(root)
-    seen: list[str] = []
-    for fold in range(3):
-        train, test = make_dm(root, fold=fold).split(samples)
-        assert not {s.name for s in train} & {s.name for s in test}
+    for test in fold_test_sets(lambda fold: make_dm(root, fold=fold), samples):
         assert sorted(s.target for s in test) == [0, 1, 2]
-        seen += [s.name for s in test]
-    assert sorted(seen) == sorted(s.name for s in samples)
 
 
 def test_training_batches_pair_defective_and_good(folder_data) -> None:

@@ -15,6 +15,7 @@ from datamodules.samples import decode_sample
 from datamodules.severstal import read_steel_split
 from datamodules.synthetic import write_severstal
 from tests.conftest import SHARED_DATASETS
+from tests.helpers import fold_test_sets
 from tests.test_configs import compose_cfg
 
 SHAPE = (32, 200)
@@ -99,13 +100,8 @@ def test_rle_decodes_to_the_union_of_the_generated_masks(generated) -> None:
 def test_folds_are_disjoint_and_stratified_by_class(generated) -> None:
     root, _ = generated
     samples = listing(root)
-    seen: list[str] = []
-    for fold in range(3):
-        train, test = make_dm(root, fold=fold).split(samples)
-        assert not {s.name for s in train} & {s.name for s in test}
+    for test in fold_test_sets(lambda fold: make_dm(root, fold=fold), samples):
         assert {s.target for s in test} == {0, 1, 2, 3, 4}
-        seen += [s.name for s in test]
-    assert sorted(seen) == sorted(s.name for s in samples)
 
 
 def test_setup_masks_match_labels(generated) -> None:
