@@ -44,7 +44,8 @@ def test_two_ranks_cluster_once_on_all_features(neu_root: Path, tmp_path: Path) 
     trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", max_steps=4, max_epochs=-1,
                         logger=False, enable_progress_bar=False, enable_checkpointing=False,
                         default_root_dir=str(tmp_path),
-                        callbacks=[FaissKMeans(num_clusters=6, every_n_steps=2, pca_dim=8, nredo=1), ReportSync(report)])
+                        callbacks=[FaissKMeans(num_clusters=6, every_n_steps=2, pca_dim=8, nredo=1),
+                                   ReportSync(report)])
     trainer.fit(model, datamodule=neu_dm(neu_root))
     out = json.loads(report.read_text())
     assert out["world_size"] == 2 and out["same_labels"]
