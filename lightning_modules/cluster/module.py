@@ -151,8 +151,7 @@ class ClusteringModule(L.LightningModule):
         metrics = self.test_metrics.compute()
         metrics["ms_per_image"] = 1000 * self._test_seconds / max(1, self._test_images)
         clusters, targets, ids = self.test_metrics.gathered()
-        self.fold_result = {"metrics": metrics, "clusters": clusters.cpu(), "targets": targets.cpu(),
-                            "ids": ids.cpu(),
+        self.fold_result = {"metrics": metrics,
                             "per_image": {"ids": ids.cpu(), "target": targets.cpu(), "cluster": clusters.cpu()}}
         self.log_dict({f"test/{k}": float(v) for k, v in metrics.items() if isinstance(v, int | float)},
                       rank_zero_only=True)
@@ -164,10 +163,10 @@ class ClusteringModule(L.LightningModule):
         num_classes = self.hparams.num_classes or self.hparams.num_clusters
         predicted, targets = [], []
         for r in fold_results:
-            mapping = hungarian_mapping(contingency(r["clusters"], r["targets"], self.hparams.num_clusters,
-                                                    num_classes))
-            predicted.append(torch.tensor([mapping[int(c)] for c in r["clusters"]], dtype=torch.long))
-            targets.append(r["targets"])
+            clusters, fold_targets = r["per_image"]["cluster"], r["per_image"]["target"]
+            mapping = hungarian_mapping(contingency(clusters, fold_targets, self.hparams.num_clusters, num_classes))
+            predicted.append(torch.tensor([mapping[int(c)] for c in clusters], dtype=torch.long))
+            targets.append(fold_targets)
         pooled = clustering_summary(torch.cat(predicted), torch.cat(targets), num_classes, num_classes,
                                     self.hparams.defect_free_class)
         pooled["nmi"] = sum(r["metrics"]["nmi"] for r in fold_results) / len(fold_results)

@@ -191,8 +191,7 @@ class WeakDetectionModule(L.LightningModule):
         metrics["pixel_ap"] = float(self.pixel_ap.compute())
         metrics["train_ap"] = detection_summary(train_scores, train_labels).get("ap", float("nan"))
         scores, labels, ids = self.test_scores.gathered()
-        self.fold_result = {"metrics": metrics, "scores": scores.cpu(), "labels": labels.cpu(), "ids": ids.cpu(),
-                            "fixed_threshold": threshold,
+        self.fold_result = {"metrics": metrics, "fixed_threshold": threshold,
                             "per_image": {"ids": ids.cpu(), "label": labels.long().cpu(), "score": scores.cpu()}}
         self.log_dict({f"test/{k}": float(v) for k, v in metrics.items() if isinstance(v, int | float)},
                       rank_zero_only=True)
@@ -202,8 +201,8 @@ class WeakDetectionModule(L.LightningModule):
         """Pooled metrics over folds: AP, best-F1 false calls and FP@100% recall on all test predictions;
         fixed-threshold false calls summed over folds (each fold keeps its own training-image threshold);
         pixel metrics averaged over folds."""
-        scores = torch.cat([r["scores"] for r in fold_results])
-        labels = torch.cat([r["labels"] for r in fold_results])
+        scores = torch.cat([r["per_image"]["score"] for r in fold_results])
+        labels = torch.cat([r["per_image"]["label"] for r in fold_results])
         pooled = detection_summary(scores, labels)
         pooled["false_calls_fixed"] = sum(r["metrics"].get("false_calls_fixed", 0) for r in fold_results)
         for key in ("pixel_auroc", "pixel_ap"):
