@@ -150,7 +150,7 @@ class WeakDetectionModule(L.LightningModule):
     def _reset_test_metrics(self) -> None:
         self.train_scores = DetectionMetrics()
         self.test_scores = DetectionMetrics()
-        thresholds = self.hparams.get("pixel_thresholds", 200) if hasattr(self, "hparams") else 200
+        thresholds = self.hparams.pixel_thresholds
         self.pixel_auroc = BinaryAUROC(thresholds=thresholds)
         self.pixel_ap = BinaryAveragePrecision(thresholds=thresholds)
         self._clean_pictures = 0
