@@ -18,22 +18,41 @@ import hydra
 import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.loggers import Logger
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from callbacks.config_in_checkpoint import ConfigInCheckpoint
+from evaluation.gathering import FoldResultWriter, load_fold_result
 from evaluation.report import write_report
 from evaluation.run_info import run_info
+from workflow.config_tree import print_config_tree
+from workflow.loggers import build_loggers, finish, set_fold
 
 log = logging.getLogger(__name__)
 
 
+def build_callbacks(cfg: DictConfig, fold_dir: Path) -> list[L.Callback]:
+    """Every configured callback; checkpoint callbacks without a ``dirpath`` write to ``<fold dir>/checkpoints``
+    (not to the job-wide logger's folder, which all folds share)."""
+    callbacks = []
+    for c in (cfg.get("callbacks") or {}).values():
+        if c is None or "_target_" not in c:
+            continue
+        extra = {"dirpath": str(fold_dir / "checkpoints")} if "dirpath" in c and c.dirpath is None else {}
+        callbacks.append(instantiate(c, **extra))
+    return callbacks
+
+
 def build_fold(
-    cfg: DictConfig, fold: int, fold_dir: Path
+    cfg: DictConfig, fold: int, fold_dir: Path, loggers: list[Logger] | None = None
 ) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
-    """The datamodule, model and trainer of one fold, all from config."""
+    """The datamodule, model and trainer of one fold, all from config; ``loggers`` are the job's."""
     datamodule = instantiate(cfg.data, fold=fold)
     model = instantiate(cfg.model, optimizer=instantiate(cfg.optimizer), _convert_="all")
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None and "_target_" in c]
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None and "_target_" in c]
+    # <fold dir>/fold_result.pt (see run()); the config in every checkpoint (predict.py rebuilds the model)
+    callbacks = [*build_callbacks(cfg, fold_dir), FoldResultWriter(), ConfigInCheckpoint(cfg)]
+    loggers = list(loggers or [])
     if not loggers:  # nothing to log learning rates to
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     extra: dict[str, Any] = {}
@@ -45,16 +64,37 @@ def build_fold(
 
 
 def write_predictions(path: Path, datamodule: L.LightningDataModule, per_image: dict) -> None:
-    """One row per test image: its name and the module's per-image columns (e.g. label and score)."""
+    """One row per test image: its name and the module's per-image columns (e.g. label and score); floats with 9
+    significant digits, so that a float32 score reads back exactly (metrics recomputed from the file agree)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    # under ddp_spawn this process never ran setup(): list the fold's samples (no decoding)
+    samples = datamodule.test_samples or datamodule.split(datamodule.list_samples())[1]
     columns = [k for k in per_image if k != "ids"]
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["name", *columns])
         for row, i in enumerate(per_image["ids"].tolist()):
             values = [per_image[c][row].item() for c in columns]
-            writer.writerow([datamodule.test_samples[i].name, *(f"{v:.6g}" if isinstance(v, float) else v
-                                                                 for v in values)])
+            writer.writerow([samples[i].name, *(f"{v:.9g}" if isinstance(v, float) else v for v in values)])
+
+
+def check_multirun_strategy(cfg: DictConfig) -> None:
+    """Refuse a local Hydra multirun with a strategy that relaunches the script (``strategy=ddp``): Lightning
+    starts ranks 1.. as new ``train.py`` processes with the whole command line, sweep included, so each rank
+    would run a sweep of its own. ``trainer=ddp_spawn`` spawns them from the job instead; under Slurm
+    (``hydra/launcher=slurm``) Slurm starts the ranks and ``ddp`` is right."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return
+    launcher = str(HydraConfig.get().launcher.get("_target_", ""))
+    strategy = cfg.trainer.get("strategy", "auto")
+    relaunches = isinstance(strategy, str) and strategy.startswith("ddp") and not any(
+        k in strategy for k in ("spawn", "fork", "notebook"))
+    if relaunches and cfg.trainer.get("devices", 1) != 1 and ("BasicLauncher" in launcher or "Joblib" in launcher):
+        raise ValueError(f"trainer.strategy={strategy} in a local Hydra multirun: each rank would run its own "
+                         f"sweep. Use trainer=ddp_spawn for multiruns (or hydra/launcher=slurm)")
 
 
 def run(cfg: DictConfig) -> dict:
@@ -63,34 +103,52 @@ def run(cfg: DictConfig) -> dict:
     folds = list(cfg.folds)
     if cfg.get("ckpt_path") and len(folds) != 1:
         raise ValueError(f"ckpt_path resumes one fold: also set folds=[<fold>] (got folds={folds})")
+    # under DDP started per rank (trainer=ddp, Slurm) every rank runs this function; only rank 0 writes files
+    rank_zero = rank_zero_only.rank == 0
     info = run_info()
     (out_dir).mkdir(parents=True, exist_ok=True)
-    (out_dir / "run_info.json").write_text(json.dumps(info, indent=2))
+    if rank_zero:
+        (out_dir / "run_info.json").write_text(json.dumps(info, indent=2))
+        # Hydra's .hydra/config.yaml keeps ${...}; this is what the run actually used
+        (out_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     start = time.perf_counter()
     results = []
     model = None
-    for fold in folds:
-        L.seed_everything(cfg.seed + fold, workers=True)
-        fold_dir = out_dir / f"fold{fold}"
-        datamodule, model, trainer = build_fold(cfg, fold, fold_dir)
-        if cfg.get("train", True):
-            trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-        trainer.test(model, datamodule=datamodule, verbose=False)
-        results.append({"fold": fold, **model.fold_result})
-        write_predictions(fold_dir / "predictions.csv", datamodule, model.fold_result["per_image"])
-        log.info("fold %d: %s", fold, {k: v for k, v in model.fold_result["metrics"].items()})
+    loggers = build_loggers(cfg)
+    status = "failed"
+    try:
+        for fold in folds:
+            L.seed_everything(cfg.seed + fold, workers=True)
+            fold_dir = out_dir / f"fold{fold}"
+            set_fold(loggers, fold)
+            datamodule, model, trainer = build_fold(cfg, fold, fold_dir, loggers)
+            if cfg.get("train", True):
+                trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+            trainer.test(model, datamodule=datamodule, verbose=False)
+            # from the file rank 0 wrote: under ddp_spawn the test ran in other processes (model.fold_result is
+            # not set here); every strategy reads it the same way
+            fold_result = load_fold_result(fold_dir)
+            results.append({"fold": fold, **fold_result})
+            if rank_zero:
+                write_predictions(fold_dir / "predictions.csv", datamodule, fold_result["per_image"])
+            log.info("fold %d: %s", fold, {k: v for k, v in fold_result["metrics"].items()})
+        status = "success"
+    finally:
+        finish(loggers, status)
     pooled = model.pool(results)
     extra = {"wall_s": time.perf_counter() - start, **info}
-    table = write_report(out_dir, results, pooled, list(cfg.report_columns), extra=extra)
-    log.info("results (%s):\n%s", out_dir, table)
-    print(table)
+    if rank_zero:
+        table = write_report(out_dir, results, pooled, list(cfg.report_columns), extra=extra)
+        log.info("results (%s):\n%s", out_dir, table)
+        print(table)
     return {"folds": results, "pooled": pooled, "wall_s": extra["wall_s"]}
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     if cfg.get("print_config", True):
-        log.info("config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
+        print_config_tree(cfg)
+    check_multirun_strategy(cfg)
     report = run(cfg)
     metric = cfg.get("optimized_metric")
     return float(report["pooled"][metric]) if metric else None

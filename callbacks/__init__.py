@@ -1,6 +1,10 @@
 """Lightning callbacks of the project."""
 
+from callbacks.cluster_plots import ClusteringPlots
+from callbacks.config_in_checkpoint import ConfigInCheckpoint
 from callbacks.faiss_kmeans import FaissKMeans
+from callbacks.heatmap_panels import HeatmapPanels
+from callbacks.pr_curve import PRCurve
 from callbacks.stage_checkpoint import StageCheckpoint
 
-__all__ = ["FaissKMeans", "StageCheckpoint"]
+__all__ = ["ClusteringPlots", "ConfigInCheckpoint", "FaissKMeans", "HeatmapPanels", "PRCurve", "StageCheckpoint"]

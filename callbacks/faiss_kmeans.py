@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics.functional.clustering import normalized_mutual_info_score
+from tqdm.auto import tqdm
 
 from callbacks.kmeans import cluster
 from evaluation.gathering import unique_by_id
@@ -22,7 +23,8 @@ class FaissKMeans(L.Callback):
 
     Under DDP every rank extracts the features of its share of the images; they are gathered, rank 0
     clusters once, and the assignment is broadcast, so every rank trains on the same pseudo-labels.
-    No reassignment happens in the last ``every_n_steps // 2`` steps, so the final head has time to learn.
+    No reassignment happens in the last ``every_n_steps // 2`` steps, nor after ``freeze_after`` (a fraction
+    of the trainer's ``max_steps``), so the final head has time to learn a fixed assignment.
 
     Logged each time: ``cluster/nmi_to_previous`` (NMI between consecutive assignments),
     ``cluster/min_size``, ``cluster/max_size``, ``cluster/seconds``; the sizes are kept in
@@ -32,11 +34,17 @@ class FaissKMeans(L.Callback):
         backend: a name in :data:`callbacks.kmeans.KMEANS_BACKENDS` ("faiss" or "sklearn_minibatch").
         pca_dim, whiten, l2_normalize: feature preprocessing before k-means.
         niter, nredo, seed: k-means iterations, restarts and seed.
+        freeze_after: no reassignment after this fraction of ``max_steps`` (1.0: reassign to the end).
+        progress: progress bars for feature extraction and clustering (rank 0 only).
     """
 
     def __init__(self, num_clusters: int, every_n_steps: int = 100, backend: str = "faiss", pca_dim: int | None = 64,
                  whiten: bool = True, l2_normalize: bool = True, niter: int = 20, nredo: int = 3,
-                 seed: int = 0) -> None:
+                 seed: int = 0, freeze_after: float = 1.0, progress: bool = True) -> None:
+        if not 0.0 < freeze_after <= 1.0:
+            raise ValueError(f"freeze_after is a fraction of max_steps in (0, 1], got {freeze_after}")
+        self.freeze_after = freeze_after
+        self.progress = progress
         self.num_clusters = num_clusters
         self.every_n_steps = every_n_steps
         self.backend = backend
@@ -54,25 +62,35 @@ class FaissKMeans(L.Callback):
         self.reassign(trainer, pl_module)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
-        step = trainer.global_step
-        left = (trainer.max_steps - step) if trainer.max_steps and trainer.max_steps > 0 else self.every_n_steps
-        if step % self.every_n_steps == 0 and step != self._done_at and left > self.every_n_steps // 2:
+        if self.due(trainer.global_step, trainer.max_steps):
             self.reassign(trainer, pl_module)
+
+    def due(self, step: int, max_steps: int | None) -> bool:
+        """Whether to reassign after optimizer step ``step`` of ``max_steps`` (None or -1: unbounded)."""
+        if step % self.every_n_steps or step == self._done_at:
+            return False
+        if not max_steps or max_steps < 0:
+            return True
+        return max_steps - step > self.every_n_steps // 2 and step <= self.freeze_after * max_steps
 
     @torch.no_grad()
     def reassign(self, trainer: L.Trainer, pl_module: L.LightningModule) -> torch.Tensor:
         start = time.perf_counter()
         datamodule = trainer.datamodule
         loader = datamodule.feature_dataloader(trainer.world_size, trainer.global_rank)
-        features, ids = pl_module.extract_features(loader)
+        quiet = not (self.progress and trainer.is_global_zero)
+        features, ids = pl_module.extract_features(tqdm(loader, desc="features", leave=False, disable=quiet))
         features, ids = pl_module.all_gather(features), pl_module.all_gather(ids)
         if trainer.world_size > 1:
             features, ids = features.flatten(0, 1), ids.flatten()
         ids, features = unique_by_id(ids, features)
         assignment = torch.empty(len(ids), dtype=torch.long)
         if trainer.is_global_zero:
-            labels = cluster(features.float().cpu().numpy(), self.num_clusters, self.backend,
-                             seed=self.seed + len(self.history), **self.options)
+            with tqdm(total=1, desc=f"k-means ({self.backend}, K={self.num_clusters}, N={len(ids)})", leave=False,
+                      disable=quiet) as bar:
+                labels = cluster(features.float().cpu().numpy(), self.num_clusters, self.backend,
+                                 seed=self.seed + len(self.history), **self.options)
+                bar.update()
             assignment = torch.from_numpy(labels)
         assignment = trainer.strategy.broadcast(assignment, src=0)
         datamodule.set_pseudo_labels(assignment)

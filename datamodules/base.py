@@ -10,12 +10,13 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler
 
 from datamodules.archive import download, extract_once
 from datamodules.errors import DatasetError
+from datamodules.resumable import ResumableDataLoader
 from datamodules.samples import DecodedCache, Sample
-from datamodules.sampling import BalancedBatchSampler, UniformOverLabelsSampler
+from datamodules.sampling import BalancedBatchSampler, ShardedBatchSampler, UniformOverLabelsSampler
 from datamodules.splits import assign_group_folds
 
 
@@ -224,11 +225,30 @@ class DefectDataModule(L.LightningDataModule):
             self.views_set = ViewsDataset(self.train_set, self.views)
 
     # -- loaders --------------------------------------------------------------------------------
+    def _world(self) -> tuple[int, int]:
+        """(world size, global rank) of the attached trainer; (1, 0) without one."""
+        trainer = self.trainer
+        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+
     def train_dataloader(self) -> DataLoader:
+        """Training batches; under DDP (``W`` ranks) this rank's share of the single-process batches.
+
+        A global step is then one batch per rank, ``W`` batches in all (``W`` balanced pairs per step for the
+        weak method, ``W * batch_size`` images for the clustering method); the step counts (``max_steps``,
+        the stage plan) are unchanged. The ranks take consecutive batches of the same seeded order
+        (:class:`ShardedBatchSampler`; no image twice in a step in ``"pairs"`` mode). With one process the
+        loader is the single-process one.
+        """
+        world, rank = self._world()
         if self.train_mode == "views":
             sampler = UniformOverLabelsSampler(self.views_set.pseudo_labels, seed=self.seed)
-            return DataLoader(self.views_set, batch_size=self.batch_size, sampler=sampler, drop_last=True,
-                              num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+            if world == 1:
+                return ResumableDataLoader(self.views_set, batch_size=self.batch_size, sampler=sampler,
+                                           drop_last=True, num_workers=self.num_workers,
+                                           persistent_workers=self.num_workers > 0)
+            batches = ShardedBatchSampler(BatchSampler(sampler, self.batch_size, drop_last=True), world, rank)
+            return ResumableDataLoader(self.views_set, batch_sampler=batches, num_workers=self.num_workers,
+                                       persistent_workers=self.num_workers > 0)
         labels = self.train_set.labels
         sampler = BalancedBatchSampler(
             defective=torch.nonzero(labels == 1).flatten().tolist(),
@@ -236,14 +256,21 @@ class DefectDataModule(L.LightningDataModule):
             pairs=self.pairs_per_batch,
             seed=self.seed,
         )
-        return DataLoader(self.train_set, batch_sampler=sampler, num_workers=self.num_workers)
+        if world > 1:
+            sampler = ShardedBatchSampler(sampler, world, rank, distinct_period=2)
+        return ResumableDataLoader(self.train_set, batch_sampler=sampler, num_workers=self.num_workers)
 
-    def _eval_loader(self, dataset: Dataset) -> DataLoader:
-        return DataLoader(dataset, batch_size=self.eval_batch_size, shuffle=False, num_workers=self.num_workers)
+    def _eval_loader(self, dataset: Dataset, shard: bool = False) -> DataLoader:
+        """In order; with ``shard`` under DDP this rank's share (a DistributedSampler, which pads the last
+        round with repeats: the modules gather the ranks' results and keep each image once)."""
+        world, rank = self._world() if shard else (1, 0)
+        sampler = DistributedSampler(dataset, world, rank, shuffle=False) if world > 1 else None
+        return DataLoader(dataset, batch_size=self.eval_batch_size, sampler=sampler, shuffle=False,
+                          num_workers=self.num_workers)
 
     def test_dataloader(self) -> list[DataLoader]:
         """Two loaders: the training images (to fix a threshold without test data), then the test fold."""
-        return [self._eval_loader(self.train_set), self._eval_loader(self.test_set)]
+        return [self._eval_loader(self.train_set, shard=True), self._eval_loader(self.test_set, shard=True)]
 
     def set_pseudo_labels(self, labels: torch.Tensor) -> None:
         """Replace the training images' pseudo-labels in place (the sampler and workers see the change)."""

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import islice
 
 import torch
 from torch.utils.data import Sampler
@@ -14,8 +15,9 @@ class BalancedBatchSampler(Sampler[list[int]]):
 
     With ``pairs=1`` a batch is the paper's iteration: one defective and one defect-free image. The
     defect-free images are each seen once per epoch; the (fewer) defective images are cycled in a fresh
-    random order as often as needed. The order depends only on ``seed`` and the epoch, set by Lightning
-    through :meth:`set_epoch`.
+    random order as often as needed. The order depends only on ``seed`` and the epoch, set through
+    :meth:`set_epoch` by :class:`~datamodules.resumable.ResumableDataLoader` (Lightning itself never calls
+    ``set_epoch`` on a custom batch sampler: every epoch would repeat epoch 0's order).
     """
 
     def __init__(self, defective: Sequence[int], clean: Sequence[int], pairs: int = 1, seed: int = 0) -> None:
@@ -75,3 +77,95 @@ class UniformOverLabelsSampler(Sampler[int]):
             label = present[torch.randint(len(present), (1,), generator=gen)]
             members = torch.nonzero(self.labels == label).flatten()
             yield int(members[torch.randint(len(members), (1,), generator=gen)])
+
+
+class ShardedBatchSampler(Sampler[list[int]]):
+    """One DDP rank's share of a batch sampler: global step ``k`` is the base batches ``k*W .. k*W+W-1``, rank ``r``
+    takes batch ``k*W + r`` (``W = num_replicas``).
+
+    Every rank builds the same base sampler (same seed, same epoch), so the ranks train on different batches
+    and together on ``W`` consecutive base batches per step; with ``W == 1`` the base passes through
+    unchanged. An epoch has ``len(batch_sampler) // W`` steps: a tail of fewer than ``W`` base batches is left
+    out, so that every rank takes the same number of steps (a rank with one batch more would hang the
+    others in DDP's gradient all-reduce). Lightning does not shard a custom batch sampler itself (it
+    raises); the trainer's ``use_distributed_sampler`` must be ``false`` (``conf/trainer/ddp*.yaml``).
+
+    With ``distinct_period`` set, no index appears twice in one global step where this can be avoided: a
+    repeat (e.g. a defective image at the reshuffle of :class:`BalancedBatchSampler`'s defective cycle) is
+    swapped with the index at an equivalent place (same position modulo ``distinct_period``; 2 keeps
+    defective and defect-free places apart) of another step of the epoch, later steps first. The epoch is
+    then drawn whole at its start. Leave it ``None`` for samplers that draw with replacement.
+    """
+
+    def __init__(self, batch_sampler: Iterable[list[int]], num_replicas: int, rank: int,
+                 distinct_period: int | None = None) -> None:
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} is out of range for {num_replicas} replicas")
+        self.batch_sampler = batch_sampler
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.distinct_period = distinct_period
+
+    def set_epoch(self, epoch: int) -> None:
+        """Pass the epoch on to the base batch sampler, or to its index sampler (``BatchSampler.sampler``)."""
+        for obj in (self.batch_sampler, getattr(self.batch_sampler, "sampler", None)):
+            if callable(getattr(obj, "set_epoch", None)):
+                obj.set_epoch(epoch)
+                return
+
+    @property
+    def sampler(self) -> ShardedBatchSampler:
+        """Itself: Lightning calls ``set_epoch`` on ``loader.batch_sampler.sampler``, not on the batch sampler."""
+        return self
+
+    def __len__(self) -> int:
+        if self.num_replicas == 1:
+            return len(self.batch_sampler)  # type: ignore[arg-type]
+        return len(self.batch_sampler) // self.num_replicas  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        if self.num_replicas == 1:
+            yield from self.batch_sampler
+            return
+        if self.distinct_period:
+            for step in distinct_steps(self._steps(iter(self.batch_sampler)), self.distinct_period):
+                yield step[self.rank]
+            return
+        for step in self._steps(iter(self.batch_sampler)):
+            yield step[self.rank]
+
+    def _steps(self, batches: Iterator[list[int]]) -> Iterator[list[list[int]]]:
+        while len(step := [list(b) for b in islice(batches, self.num_replicas)]) == self.num_replicas:
+            yield step
+
+
+def distinct_steps(steps: Iterable[list[list[int]]], period: int) -> list[list[list[int]]]:
+    """The steps (each a list of per-rank batches) with repeats inside a step swapped away where possible.
+
+    A repeated index ``x`` at position ``j`` of a step is swapped with an index ``y`` at a position ``j'`` of
+    another step, ``j' = j`` modulo ``period``, such that ``y`` is not in the step and ``x`` not in the other one:
+    both steps stay free of repeats, and the multiset of the epoch's indices is unchanged. Deterministic, so
+    every rank computes the same steps.
+    """
+    steps = [[list(b) for b in step] for step in steps]
+    for s, step in enumerate(steps):
+        seen: set[int] = set()
+        for batch in step:
+            for j, x in enumerate(batch):
+                if x in seen:
+                    _swap_repeat(steps, s, batch, j, period)
+                seen.add(batch[j])
+    return steps
+
+
+def _swap_repeat(steps: list[list[list[int]]], s: int, batch: list[int], j: int, period: int) -> None:
+    here = {i for b in steps[s] for i in b}
+    for t in [*range(s + 1, len(steps)), *range(s - 1, -1, -1)]:
+        there = {i for b in steps[t] for i in b}
+        if batch[j] in there:
+            continue
+        for other in steps[t]:
+            for k in range(j % period, len(other), period):
+                if other[k] not in here:
+                    batch[j], other[k] = other[k], batch[j]
+                    return

@@ -14,9 +14,8 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torchmetrics import Metric
 from torchmetrics.functional.clustering import normalized_mutual_info_score
-from torchmetrics.utilities import dim_zero_cat
 
-from evaluation.gathering import unique_by_id
+from evaluation.gathering import cat_state, gather_unique
 
 
 def contingency(clusters: torch.Tensor, targets: torch.Tensor, num_clusters: int, num_classes: int) -> np.ndarray:
@@ -68,6 +67,7 @@ class ClusteringMetrics(Metric):
     full_state_update = False
 
     def __init__(self, num_clusters: int, num_classes: int, defect_free_class: int | None = None, **kwargs) -> None:
+        kwargs.setdefault("sync_on_compute", False)  # gathered() gathers over the ranks itself, by id
         super().__init__(**kwargs)
         self.num_clusters, self.num_classes, self.defect_free_class = num_clusters, num_classes, defect_free_class
         self.add_state("clusters", default=[], dist_reduce_fx="cat")
@@ -80,8 +80,10 @@ class ClusteringMetrics(Metric):
         self.ids.append(ids.detach().long().flatten())
 
     def gathered(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        clusters, targets, ids = (dim_zero_cat(x) for x in (self.clusters, self.targets, self.ids))
-        ids, clusters, targets = unique_by_id(ids, clusters, targets)
+        """(clusters, targets, ids) over all ranks, each image once, ordered by id. A collective under DDP."""
+        states = (self.clusters, self.targets, self.ids)
+        clusters, targets, ids = (cat_state(x, torch.long, self.device) for x in states)
+        ids, clusters, targets = gather_unique(ids, clusters, targets)
         return clusters, targets, ids
 
     def compute(self) -> dict:

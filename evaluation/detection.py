@@ -13,9 +13,8 @@ from __future__ import annotations
 import torch
 from torchmetrics import Metric
 from torchmetrics.functional.classification import binary_average_precision, binary_precision_recall_curve
-from torchmetrics.utilities import dim_zero_cat
 
-from evaluation.gathering import unique_by_id
+from evaluation.gathering import cat_state, gather_unique
 
 
 def best_f1_threshold(scores: torch.Tensor, labels: torch.Tensor) -> float:
@@ -63,6 +62,7 @@ class DetectionMetrics(Metric):
     full_state_update = False
 
     def __init__(self, **kwargs) -> None:
+        kwargs.setdefault("sync_on_compute", False)  # gathered() gathers over the ranks itself, by id
         super().__init__(**kwargs)
         self.add_state("scores", default=[], dist_reduce_fx="cat")
         self.add_state("labels", default=[], dist_reduce_fx="cat")
@@ -74,9 +74,9 @@ class DetectionMetrics(Metric):
         self.ids.append(ids.detach().long().flatten())
 
     def gathered(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(scores, labels, ids) over all ranks, each image once, ordered by id."""
-        scores, labels, ids = (dim_zero_cat(x) for x in (self.scores, self.labels, self.ids))
-        ids, scores, labels = unique_by_id(ids, scores, labels)
+        """(scores, labels, ids) over all ranks, each image once, ordered by id. A collective under DDP."""
+        scores, labels = (cat_state(x, torch.float32, self.device) for x in (self.scores, self.labels))
+        ids, scores, labels = gather_unique(cat_state(self.ids, torch.long, self.device), scores, labels)
         return scores, labels, ids
 
     def compute(self, fixed_threshold: float | None = None) -> dict:  # type: ignore[override]

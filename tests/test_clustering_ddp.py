@@ -1,53 +1,64 @@
-"""FaissKMeans under DDP with 2 CPU processes: features gathered from both ranks, one clustering, same labels."""
+"""The clustering method under DDP with 2 CPU processes (``train.py trainer=ddp_sim``): features gathered from both
+ranks and clustered once, the same pseudo-labels on every rank, each test image counted once."""
 
 from __future__ import annotations
 
+import csv
 import json
-from functools import partial
+import os
+import subprocess
+import sys
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 
-from callbacks import FaissKMeans
-from lightning_modules.cluster import ClusteringModule
-from tests.test_clustering_module import neu_dm, neu_root  # noqa: F401 - the fixture
+from datamodules.synthetic import write_neu_cls
+from evaluation.clustering import clustering_summary
+from tests.conftest import PROJECT_ROOT
 
 pytestmark = pytest.mark.slow
 
 
-class ReportSync(L.Callback):
-    """On rank 0, write whether every rank holds the same pseudo-labels, and the k-means history."""
+def test_train_py_with_two_processes_clusters_once_and_counts_every_test_image_once(tmp_path: Path) -> None:
+    root = write_neu_cls(tmp_path / "NEU-CLS", per_class=6, size=(32, 32), seed=3)
+    sorted(root.glob("Cr_*"))[0].unlink()  # 35 images: fold 2 tests 11 (odd: the DistributedSampler repeats one)
+    run_dir, probe = tmp_path / "run", tmp_path / "probe.json"
+    overrides = [
+        "experiment=cluster_neu_cpu", f"data.root={root}", "data.archive=null", "data.image_size=[32,32]",
+        "data.views.global_size=32", "data.views.local_size=32", "data.views.n_local=2", "data.batch_size=8",
+        "data.eval_batch_size=4", "model.max_steps=4", "model.warmup_steps=1", "callbacks.faiss_kmeans.every_n_steps=2",
+        "callbacks.faiss_kmeans.pca_dim=8", "callbacks.faiss_kmeans.nredo=1", "folds=[2]", "logger=none",
+    ]
+    command = [sys.executable, "train.py", *overrides, "trainer=ddp_sim", f"hydra.run.dir={run_dir}",
+               "print_config=false", "+callbacks.probe._target_=tests.ddp_probe.DDPProbe",
+               f"+callbacks.probe.out={probe}", "+callbacks.probe.label_key=pseudo_label"]
+    out = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=900,
+                         env={**os.environ, "WANDB_MODE": "offline"})
+    assert out.returncode == 0, out.stderr[-4000:]
 
-    def __init__(self, out: Path) -> None:
-        self.out = out
+    with initialize_config_dir(str(PROJECT_ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    datamodule = instantiate(cfg.data, fold=2)
+    train, test = datamodule.split(datamodule.list_samples())
+    assert len(test) == 11
 
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        labels = trainer.datamodule.views_set.pseudo_labels.to(pl_module.device)
-        gathered = pl_module.all_gather(labels)
-        kmeans = next(c for c in trainer.callbacks if isinstance(c, FaissKMeans))
-        if trainer.is_global_zero:
-            self.out.write_text(json.dumps({
-                "world_size": trainer.world_size,
-                "same_labels": bool((gathered == gathered[0]).all()),
-                "n_train": int(labels.numel()),
-                "history": kmeans.history,
-            }))
+    report = json.loads(probe.read_text())
+    assert report["world_size"] == 2 and report["same_weights"] and report["same_pseudo_labels"]
+    assert len(report["kmeans_sizes"]) == 2  # at the start and at step 2
+    assert all(sum(sizes) == len(train) for sizes in report["kmeans_sizes"])  # every image, from both ranks
+    assert all(len(b) == 8 for rank in report["batches"] for b in rank)  # batch_size per rank
+    assert len(report["batches"][0]) == len(report["batches"][1]) == 4 and report["batches"][0] != report["batches"][1]
 
-
-def test_two_ranks_cluster_once_on_all_features(neu_root: Path, tmp_path: Path) -> None:  # noqa: F811
-    torch.manual_seed(0)
-    model = ClusteringModule(partial(torch.optim.AdamW, lr=1e-3), backbone="convnextv2_atto", num_clusters=6,
-                             num_classes=6, warmup_steps=1, max_steps=4)
-    report = tmp_path / "sync.json"
-    trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", max_steps=4, max_epochs=-1,
-                        logger=False, enable_progress_bar=False, enable_checkpointing=False,
-                        default_root_dir=str(tmp_path),
-                        callbacks=[FaissKMeans(num_clusters=6, every_n_steps=2, pca_dim=8, nredo=1),
-                                   ReportSync(report)])
-    trainer.fit(model, datamodule=neu_dm(neu_root))
-    out = json.loads(report.read_text())
-    assert out["world_size"] == 2 and out["same_labels"]
-    assert len(out["history"]) == 2  # at the start and at step 2
-    assert all(sum(h["sizes"]) == out["n_train"] for h in out["history"])  # every image, from both ranks
+    fold = json.loads((run_dir / "metrics.json").read_text())["folds"][0]
+    with open(run_dir / "fold2" / "predictions.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert fold["n_images"] == len(test) == len(rows)
+    assert sorted(r["name"] for r in rows) == sorted(s.name for s in test)  # each test image exactly once
+    clusters = torch.tensor([int(r["cluster"]) for r in rows])
+    targets = torch.tensor([int(r["target"]) for r in rows])
+    recomputed = clustering_summary(clusters, targets, cfg.model.num_clusters, cfg.model.num_classes)
+    assert fold["confusion"] == recomputed["confusion"]
+    assert (fold["acc"], fold["nmi"]) == pytest.approx((recomputed["acc"], recomputed["nmi"]))

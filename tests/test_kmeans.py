@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from callbacks.faiss_kmeans import FaissKMeans
 from callbacks.kmeans import KMEANS_BACKENDS, cluster, fill_empty_clusters, make_faiss_kmeans
 from datamodules.sampling import UniformOverLabelsSampler
 from evaluation.clustering import clustering_summary
@@ -56,3 +57,14 @@ def test_sampler_is_uniform_over_pseudo_classes_and_follows_reassignment() -> No
     assert abs(float((drawn == 1).float().mean()) - 0.5) < 0.05
     labels[:] = torch.tensor([2] * 50 + [3] * 50)  # reassigned in place
     assert set(labels[list(sampler)].tolist()) == {2, 3}
+
+
+def test_reassignment_schedule_every_k_steps_until_freeze_after() -> None:
+    kmeans = FaissKMeans(num_clusters=3, every_n_steps=10, freeze_after=0.5)
+    due = [step for step in range(1, 101) if kmeans.due(step, 100)]
+    assert due == [10, 20, 30, 40, 50]  # not after 50% of the 100 steps
+    everywhere = FaissKMeans(num_clusters=3, every_n_steps=10)
+    assert [s for s in range(1, 101) if everywhere.due(s, 100)] == [10, 20, 30, 40, 50, 60, 70, 80, 90]  # 100: the end
+    assert [s for s in range(1, 31) if everywhere.due(s, -1)] == [10, 20, 30]  # unbounded training
+    with pytest.raises(ValueError, match="freeze_after"):
+        FaissKMeans(num_clusters=3, freeze_after=0.0)

@@ -104,3 +104,28 @@ def test_rotation_option_trains_on_rotated_batches(kolektor_root: Path, tmp_path
     trainer = tiny_trainer(tmp_path, [])
     trainer.fit(model, datamodule=make_dm(kolektor_root, image_size=(64, 24)))
     assert set(shapes) == {(64, 24), (24, 64)}  # some batches turned by 90 or 270 degrees
+
+
+def test_flip_option_flips_some_batches_and_depends_only_on_the_step() -> None:
+    model = tiny_module(flip=True)
+    draws = [model._augmentation(step) for step in range(40)]
+    assert draws == [model._augmentation(step) for step in range(40)]  # a function of the step alone
+    assert {d[0] for d in draws} == {0}  # no rotation unless asked
+    assert {(d[1], d[2]) for d in draws} == {(False, False), (True, False), (False, True), (True, True)}
+    x = torch.arange(6.0).reshape(1, 1, 2, 3)
+    assert torch.equal(model._augment(x, 0, True, False), x.flip(3))
+    assert torch.equal(model._augment(x, 0, False, True), x.flip(2))
+    assert torch.equal(model._augment(x, 1, False, False), torch.rot90(x, 1, dims=(2, 3)))
+    plain = tiny_module()
+    assert {plain._augmentation(step) for step in range(20)} == {(0, False, False)}
+
+
+def test_stage_rates_scale_with_the_optimizer_configs_lr() -> None:
+    """The stage rates are the paper's SGD values (lr 0.1); Adam configured at 1e-3 gets them x 0.01."""
+    sgd = tiny_module()
+    adam = WeakDetectionModule(WeakDefectNet(lnet_wide=8), partial(torch.optim.Adam, lr=1e-3), stages=TINY_STAGES,
+                               heatmap_dir=None)
+    assert sgd.lr_scale == 1.0 and adam.lr_scale == pytest.approx(0.01)
+    optimizer = adam.configure_optimizers()["lr_scheduler"]["scheduler"].optimizer
+    assert isinstance(optimizer, torch.optim.Adam)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.01 * TINY_STAGES[0]["lr"])

@@ -9,10 +9,10 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
-from torchmetrics.classification import BinaryAUROC, BinaryAveragePrecision
 
 from evaluation.detection import DetectionMetrics, best_f1_threshold, detection_summary
 from evaluation.pictures import save_heatmap_panel
+from evaluation.pixel import PixelMetrics
 from lightning_modules.weak.losses import collaborative_alpha, weak_loss
 from lightning_modules.weak.networks import WeakDefectNet
 from lightning_modules.weak.stages import PARTS, StagePlan
@@ -37,13 +37,21 @@ class WeakDetectionModule(L.LightningModule):
     Testing takes two loaders: the training images (to fix a threshold without test data), then the
     test images. The fold's results land in :attr:`fold_result`.
 
+    Under DDP (``trainer=ddp``, ``W`` ranks) an iteration of the plan is one optimizer step with one batch
+    per rank: ``W`` different balanced pairs per step (as ``data.pairs_per_batch=W`` in one process), for the
+    plan's number of iterations; with ``sync_batchnorm`` the batch-norm statistics span all ``2W`` images.
+    Test scores, the training-image threshold and the pixel metrics are gathered over all ranks, each
+    image once, so that every rank's :attr:`fold_result` is what one process would compute.
+
     Args:
         net: the network.
-        optimizer: a partial optimizer (``_partial_: true`` in the optimizer config); its lr is replaced
-            by the stage's learning rate.
+        optimizer: a partial optimizer (``_partial_: true`` in the optimizer config); the stage's learning
+            rate times :attr:`lr_scale` replaces its lr.
+        lr_reference: the optimizer lr the stages' rates are written for (the paper's SGD, 0.1).
         stages: the stage plan (defaults to the paper's three stages).
         alpha_init, alpha_every: Eq. 6's alpha_init and n.
         rotate: random rotation by 0/90/180/270 degrees per batch (the paper's ablation).
+        flip: random horizontal and vertical flips per batch (not in the paper).
         cache_frozen: while trunk and LNet are frozen, compute their outputs once per training image.
         heatmap_dir: where test heat-map pictures go, under the trainer's ``default_root_dir`` (all
             defective test images, ``max_clean_pictures`` defect-free ones); ``None`` saves none.
@@ -57,10 +65,12 @@ class WeakDetectionModule(L.LightningModule):
         alpha_init: float = 8.0,
         alpha_every: int = 30,
         rotate: bool = False,
+        flip: bool = False,
         cache_frozen: bool = True,
         heatmap_dir: str | None = None,
         max_clean_pictures: int = 4,
         pixel_thresholds: int = 200,
+        lr_reference: float = 0.1,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net", "optimizer"])
@@ -77,10 +87,18 @@ class WeakDetectionModule(L.LightningModule):
         """Optimizer steps of the whole plan: the trainer's ``max_steps``."""
         return self.plan.total
 
+    @property
+    def lr_scale(self) -> float:
+        """The stages' learning rates are the paper's, for SGD at ``lr_reference`` (0.1); another optimizer
+        config scales them by its own ``lr`` over that (Adam at 1e-3: stage rates x 0.01). SGD at 0.1: x 1."""
+        configured = getattr(self.optimizer_factory, "keywords", {}).get("lr")
+        return float(configured) / self.hparams.get("lr_reference", 0.1) if configured else 1.0
+
     # -- training -------------------------------------------------------------------------------
     def configure_optimizers(self) -> dict:
         optimizer = self.optimizer_factory(params=self.net.parameters(), lr=1.0)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=self.plan.lr_at)
+        scale = self.lr_scale
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=lambda step: scale * self.plan.lr_at(step))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def _apply_stage(self, trainable: Sequence[str]) -> None:
@@ -95,12 +113,22 @@ class WeakDetectionModule(L.LightningModule):
             return collaborative_alpha(local_step, stage.iterations, self.hparams.alpha_init, self.hparams.alpha_every)
         return self.hparams.alpha_init
 
-    def _rotation(self, step: int) -> int:
-        if not self.hparams.rotate:
-            return 0
-        return int(torch.randint(4, (1,), generator=torch.Generator().manual_seed(step)))
+    def _augmentation(self, step: int) -> tuple[int, bool, bool]:
+        """(quarter turns, horizontal flip, vertical flip) of the batch at ``step``: a function of the step
+        alone, so a resumed run sees the same augmentation."""
+        draws = torch.randint(4, (3,), generator=torch.Generator().manual_seed(step)).tolist()
+        turns = draws[0] if self.hparams.rotate else 0
+        flip = self.hparams.get("flip", False)
+        return turns, flip and draws[1] % 2 == 1, flip and draws[2] % 2 == 1
 
-    def _localize(self, x: torch.Tensor, indices: torch.Tensor, k: int, frozen: bool,
+    @staticmethod
+    def _augment(x: torch.Tensor, turns: int, hflip: bool, vflip: bool) -> torch.Tensor:
+        if turns:
+            x = torch.rot90(x, turns, dims=(2, 3))
+        dims = [d for d, on in ((3, hflip), (2, vflip)) if on]
+        return torch.flip(x, dims) if dims else x
+
+    def _localize(self, x: torch.Tensor, indices: torch.Tensor, k: tuple, frozen: bool,
                   stage_index: int) -> tuple[torch.Tensor, torch.Tensor]:
         if not (frozen and self.hparams.cache_frozen):
             return self.net.localize(x)
@@ -122,8 +150,8 @@ class WeakDetectionModule(L.LightningModule):
         step = self.global_step
         stage_index, stage, local = self.plan.locate(step)
         self._apply_stage(stage.train)
-        k = self._rotation(step)
-        x = torch.rot90(batch["image"], k, dims=(2, 3)) if k else batch["image"]
+        k = self._augmentation(step)
+        x = self._augment(batch["image"], *k)
         labels = batch["label"].float()  # image-level labels: the only supervision
         frozen = not ({"trunk", "lnet"} & set(stage.train))
         features, heatmap = self._localize(x, batch["index"], k, frozen, stage_index)
@@ -142,6 +170,7 @@ class WeakDetectionModule(L.LightningModule):
             loss = loss + lb
             logs["loss_bce"] = lb.detach()
         logs["loss"] = loss.detach()
+        logs[f"{stage.name}/loss"] = logs["loss"]  # per-stage curves (train/localization/loss, ...)
         self.log_dict({f"train/{k_}": v for k_, v in logs.items()}, prog_bar=False, on_step=True, on_epoch=False,
                       batch_size=x.shape[0])
         return loss
@@ -150,9 +179,7 @@ class WeakDetectionModule(L.LightningModule):
     def _reset_test_metrics(self) -> None:
         self.train_scores = DetectionMetrics()
         self.test_scores = DetectionMetrics()
-        thresholds = self.hparams.pixel_thresholds
-        self.pixel_auroc = BinaryAUROC(thresholds=thresholds)
-        self.pixel_ap = BinaryAveragePrecision(thresholds=thresholds)
+        self.pixel_metrics = PixelMetrics(self.hparams.pixel_thresholds)  # per image: DDP counts each once
         self._clean_pictures = 0
 
     def on_test_epoch_start(self) -> None:
@@ -167,17 +194,20 @@ class WeakDetectionModule(L.LightningModule):
             return
         self.test_scores.update(scores, batch["label"], batch["index"])
         full = F.interpolate(heatmap, size=batch["image"].shape[-2:], mode="bilinear", align_corners=False)
-        self.pixel_auroc.update(full.flatten(), batch["mask"].flatten().long())
-        self.pixel_ap.update(full.flatten(), batch["mask"].flatten().long())
+        self.pixel_metrics.update(full, batch["mask"], batch["index"])
         self._save_pictures(batch, heatmap)
 
     def _save_pictures(self, batch: dict, heatmap: torch.Tensor) -> None:
-        if self.hparams.heatmap_dir is None or self.trainer.global_rank != 0:
+        """Under DDP each rank saves the pictures of its share of the test images (a DistributedSampler repeat is
+        saved again, the same picture); the defect-free quota is split over the ranks."""
+        if self.hparams.heatmap_dir is None:
             return
+        world, rank = self.trainer.world_size, self.trainer.global_rank
+        clean_quota = (self.hparams.max_clean_pictures + world - 1 - rank) // world
         for image, mask, heat, label, name in zip(batch["image"], batch["mask"], heatmap, batch["label"],
                                                   batch["name"], strict=True):
             if label < 0.5:
-                if self._clean_pictures >= self.hparams.max_clean_pictures:
+                if self._clean_pictures >= clean_quota:
                     continue
                 self._clean_pictures += 1
             path = Path(self.trainer.default_root_dir) / self.hparams.heatmap_dir / f"{name.replace('/', '_')}.png"
@@ -187,8 +217,7 @@ class WeakDetectionModule(L.LightningModule):
         train_scores, train_labels, _ = self.train_scores.gathered()
         threshold = best_f1_threshold(train_scores, train_labels) if train_labels.unique().numel() == 2 else 0.5
         metrics = self.test_scores.compute(fixed_threshold=threshold)
-        metrics["pixel_auroc"] = float(self.pixel_auroc.compute())
-        metrics["pixel_ap"] = float(self.pixel_ap.compute())
+        metrics.update(self.pixel_metrics.compute())
         metrics["train_ap"] = detection_summary(train_scores, train_labels).get("ap", float("nan"))
         scores, labels, ids = self.test_scores.gathered()
         self.fold_result = {"metrics": metrics, "fixed_threshold": threshold,

@@ -1,0 +1,138 @@
+"""Export a trained weak model: ``python export.py ckpt_path=<checkpoint> format=[onnx,torchscript]``.
+
+The model is rebuilt from its checkpoint (:mod:`lightning_modules.from_checkpoint`) and wrapped as
+:class:`~lightning_modules.weak.export.WeakInference`: one input ``image`` (N, C, H, W) = pixels / 255 in
+the trained color mode, resized as in training; outputs ``heatmap``, ``probability`` and ``logit``. Each
+exported file is run (onnxruntime, ``torch.jit.load``) and compared with PyTorch on the example input and,
+with dynamic axes, on a batch of 2 at another size; the differences go to ``export_info.json``, and an
+export that differs by more than ``atol`` fails.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from lightning_modules.exporters import EXPORTERS, SUFFIXES, ExportSpec, compare_outputs
+from lightning_modules.from_checkpoint import TrainedModel, load_trained_model
+from lightning_modules.weak import WeakDetectionModule
+from lightning_modules.weak.export import OUTPUT_NAMES, WeakInference, min_dynamic_side
+
+log = logging.getLogger(__name__)
+
+#: the ONNX exporter's libraries log every graph pass at INFO
+QUIET_LOGGERS = ("onnx_ir", "onnxscript")
+#: a second check size for dynamic exports: this much larger than the example (H, W), and a batch of 2
+EXTRA_CHECK = (24, 40)
+
+
+class ExportMismatch(RuntimeError):
+    """An exported file gives outputs further from PyTorch's than the tolerance."""
+
+
+@dataclass(frozen=True)
+class Exportable:
+    """What is exported of a model: the inference module, its output names, its smallest dynamic side."""
+
+    module: nn.Module
+    output_names: tuple[str, ...]
+    min_side: int
+
+
+def weak_exportable(module: L.LightningModule) -> Exportable:
+    return Exportable(WeakInference(module.net).eval(), OUTPUT_NAMES, min_dynamic_side(module.net))
+
+
+#: the model kinds that can be exported
+EXPORTABLES: dict[type[L.LightningModule], Callable[[L.LightningModule], Exportable]] = {
+    WeakDetectionModule: weak_exportable,
+}
+
+
+def exportable(module: L.LightningModule) -> Exportable:
+    for cls, make in EXPORTABLES.items():
+        if isinstance(module, cls):
+            return make(module)
+    raise TypeError(f"export is defined for {[c.__name__ for c in EXPORTABLES]}, not {type(module).__name__}")
+
+
+def formats_of(option: str | Sequence[str]) -> list[str]:
+    formats = [option] if isinstance(option, str) else list(option)
+    unknown = sorted(set(formats) - set(EXPORTERS))
+    if unknown or not formats:
+        raise ValueError(f"format must be among {sorted(EXPORTERS)} (one or a list), got {formats}")
+    return formats
+
+
+def example_size(option: Sequence[int] | None, model: TrainedModel) -> tuple[int, int]:
+    size = option if option is not None else model.image_size
+    if size is None:
+        raise ValueError("the checkpoint's config has no data.image_size: set image_size=[H,W]")
+    return int(size[0]), int(size[1])
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Export ``cfg.ckpt_path`` in every format of ``cfg.format``; check each file; return the export info."""
+    out_dir = Path(cfg.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model = load_trained_model(cfg.ckpt_path, cfg.get("config_path"))
+    target = exportable(model.module)
+    height, width = example_size(cfg.get("image_size"), model)
+    dynamic = bool(cfg.dynamic)
+    if dynamic and min(height, width) < target.min_side:
+        log.warning("image size %dx%d is below the dynamic minimum %d: exporting a fixed shape", height, width,
+                    target.min_side)
+        dynamic = False
+    spec = ExportSpec("image", target.output_names, target.min_side if dynamic else None, cfg.get("opset"))
+    generator = torch.Generator().manual_seed(int(cfg.seed))
+    channels = model.in_channels
+    example = torch.rand(int(cfg.batch_size), channels, height, width, generator=generator)
+    inputs = [example]
+    if dynamic:
+        inputs.append(torch.rand(2, channels, height + EXTRA_CHECK[0], width + EXTRA_CHECK[1], generator=generator))
+    info: dict[str, Any] = {
+        "checkpoint": str(model.checkpoint), "config_source": model.config_source,
+        "input": {"name": spec.input_name, "shape": ["batch" if dynamic else example.shape[0], channels,
+                                                     "height" if dynamic else height, "width" if dynamic else width],
+                  "dtype": "float32", "color_mode": model.color_mode, "example_size": [height, width],
+                  "trained_image_size": model.image_size, "min_side": target.min_side if dynamic else None,
+                  "preprocessing": "grayscale (as trained), resized to the trained size with bilinear "
+                                   "filtering on 8-bit pixels, divided by 255"},
+        "outputs": list(target.output_names), "dynamic": dynamic, "atol": float(cfg.atol),
+        "torch": torch.__version__, "files": {},
+    }
+    for fmt in formats_of(cfg.format):
+        path = out_dir / f"model{SUFFIXES[fmt]}"
+        runner = EXPORTERS[fmt](target.module, example, path, spec)
+        checks = compare_outputs(target.module, runner, inputs, target.output_names)
+        worst = max(v for c in checks for v in c["max_abs_diff"].values())
+        info["files"][fmt] = {"path": str(path), "checks": checks, "max_abs_diff": worst}
+        log.info("%s: %s, max abs difference to PyTorch %.3g on %s", fmt, path, worst,
+                 [c["input_shape"] for c in checks])
+        print(f"{fmt}: {path} max_abs_diff={worst:.3g}")
+    (out_dir / "export_info.json").write_text(json.dumps(info, indent=2))
+    bad = {fmt: f["max_abs_diff"] for fmt, f in info["files"].items() if f["max_abs_diff"] > cfg.atol}
+    if bad:
+        raise ExportMismatch(f"exported outputs differ from PyTorch by more than atol={cfg.atol}: {bad}")
+    return info
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="export")
+def main(cfg: DictConfig) -> None:
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()

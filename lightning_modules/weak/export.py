@@ -1,0 +1,35 @@
+"""The weak model as a plain inference module for export (ONNX, TorchScript): image in, heat map and decision out."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lightning_modules.weak.networks import HalvingPool, MirrorPad, WeakDefectNet
+
+#: the exported outputs, in order
+OUTPUT_NAMES: tuple[str, ...] = ("heatmap", "probability", "logit")
+
+
+class WeakInference(nn.Module):
+    """``image`` (N, C, H, W), pixels / 255 in [0, 1] -> ``heatmap`` (N, 1, H/8, W/8) in [0, 1] (LNet),
+    ``probability`` (N,) = sigmoid(``logit``) and ``logit`` (N,) (DNet's decision)."""
+
+    def __init__(self, net: WeakDefectNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        heatmap, logit = self.net(image)
+        return heatmap, torch.sigmoid(logit), logit
+
+
+def min_dynamic_side(net: WeakDefectNet) -> int:
+    """The smallest input side from which on the network takes the same operations at every size: every
+    mirror padding of LNet mirrors (map side > padding; smaller maps replicate the edge instead) and every
+    DNet pooling halves (map side >= 2). A graph traced at a size at least this large (ONNX with dynamic
+    axes) is valid for every size at least this large. 64 for the paper's network."""
+    stride = 2 ** sum(isinstance(m, nn.MaxPool2d) for m in net.trunk.modules())
+    lnet_pad = max((m.pad for m in net.lnet.modules() if isinstance(m, MirrorPad)), default=0)
+    dnet_pools = sum(isinstance(m, HalvingPool) for m in net.dnet.modules())
+    return stride * max(lnet_pad + 1, 2**dnet_pools)  # the shared layers' paddings (2) hold a fortiori

@@ -1,0 +1,84 @@
+"""Predict with a trained model: ``python predict.py ckpt_path=<checkpoint> input=<image or folder>``.
+
+The model is rebuilt from its checkpoint (:mod:`lightning_modules.from_checkpoint`); images are decoded as in
+training (:mod:`datamodules.image_files`): the trained color mode (grayscale), resized to the training
+``data.image_size`` by default (``resize=native`` keeps each image's size). Outputs (``conf/predict.yaml``):
+``predictions.csv``, heat-map ``overlays/`` for the weak model and ``predict_info.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from omegaconf import DictConfig
+
+from datamodules.image_files import list_images
+from evaluation.prediction import model_kind, predict_files, write_rows
+from lightning_modules.from_checkpoint import TrainedModel, load_trained_model
+
+log = logging.getLogger(__name__)
+
+
+def input_size(resize: str | Sequence[int], trained: tuple[int, int] | None) -> tuple[int, int] | None:
+    """The (H, W) images are resized to, or ``None`` for native size, from the ``resize`` option."""
+    if not isinstance(resize, str):
+        if len(resize) != 2:
+            raise ValueError(f"resize=[H, W] needs two sizes, got {list(resize)}")
+        return int(resize[0]), int(resize[1])
+    if resize == "trained" and trained is None:
+        raise ValueError("the checkpoint's config has no data.image_size: set resize=native or resize=[H,W]")
+    options: dict[str, tuple[int, int] | None] = {"trained": trained, "native": None}
+    if resize not in options:
+        raise ValueError(f"resize must be 'trained', 'native' or [H, W], got {resize!r}")
+    return options[resize]
+
+
+def resolve_threshold(option: float | str | None, model: TrainedModel) -> tuple[float | None, str]:
+    """(threshold, where it came from) for the weak model's label column."""
+    if not model_kind(model.module).thresholded or option is None:
+        return None, "none"
+    if option == "auto":
+        threshold = model.fixed_threshold()
+        return threshold, ("fold fixed_threshold in metrics.json" if threshold is not None else "none")
+    return float(option), "option"
+
+
+def resolve_device(option: str) -> torch.device:
+    return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if option == "auto" else option)
+
+
+def run(cfg: DictConfig) -> list[dict[str, Any]]:
+    """Predict every image of ``cfg.input``; write the outputs to ``cfg.output_dir``; return the rows."""
+    out_dir = Path(cfg.output_dir)
+    model = load_trained_model(cfg.ckpt_path, cfg.get("config_path"))
+    kind = model_kind(model.module)
+    size = input_size(cfg.resize, model.image_size)
+    threshold, threshold_source = resolve_threshold(cfg.get("threshold"), model)
+    root, files = list_images(cfg.input)
+    rows = predict_files(model.module, files, root, model.color_mode, size,
+                         out_dir=out_dir if cfg.get("overlays", True) else None, batch_size=int(cfg.batch_size),
+                         threshold=threshold, device=resolve_device(cfg.device))
+    write_rows(out_dir / "predictions.csv", rows)
+    info = {"checkpoint": str(model.checkpoint), "config_source": model.config_source, "model": kind.name,
+            "color_mode": model.color_mode, "trained_image_size": model.image_size,
+            "input_size": list(size) if size else "native", "threshold": threshold,
+            "threshold_source": threshold_source, "input": str(cfg.input), "n_images": len(rows)}
+    (out_dir / "predict_info.json").write_text(json.dumps(info, indent=2))
+    log.info("%d images (%s model, input %s): %s", len(rows), kind.name, info["input_size"],
+             out_dir / "predictions.csv")
+    return rows
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="predict")
+def main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Run-level plumbing shared by the entry points (train, predict): loggers, config printing."""
