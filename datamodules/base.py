@@ -85,6 +85,9 @@ class DefectDataModule(L.LightningDataModule):
         seed: chooses the ``num_defective`` images and orders the training batches.
         split_seed: the generated split by group (datasets without an official one); fixed apart from
             ``seed`` so that the folds stay put while the seed varies.
+        val_fraction: hold out about this fraction of the training groups (stratified, by ``split_seed``)
+            as a validation set, before ``num_defective`` applies; 0 = no validation. The weak method then
+            reports ``val/ap`` and keeps the best checkpoint on it (never chosen on the test fold).
     """
 
     def __init__(
@@ -106,8 +109,12 @@ class DefectDataModule(L.LightningDataModule):
         train_mode: str = "pairs",
         views: Callable[[torch.Tensor], list[torch.Tensor]] | None = None,
         batch_size: int = 32,
+        val_fraction: float = 0.0,
     ) -> None:
         super().__init__()
+        if not 0.0 <= val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        self.val_fraction = val_fraction
         self.root = Path(root)
         self.archive = Path(archive) if archive else None
         self.url = url
@@ -132,6 +139,7 @@ class DefectDataModule(L.LightningDataModule):
         self.views = views
         self.batch_size = batch_size
         self.train_samples: list[Sample] = []
+        self.val_samples: list[Sample] = []
         self.test_samples: list[Sample] = []
 
     # -- what a subclass provides ---------------------------------------------------------------
@@ -179,10 +187,7 @@ class DefectDataModule(L.LightningDataModule):
         """(train, test) samples of ``self.fold``, with ``num_defective`` applied to train."""
         folds = self.test_groups or self.official_test_groups()
         if folds is None:
-            strata: dict[str, str] = {}
-            for s in sorted(samples, key=lambda s: s.stratum):
-                strata[s.group] = max(strata.get(s.group, ""), s.stratum)  # a group with a defect is defective
-            assignment = assign_group_folds(strata, self.num_folds, self.split_seed)
+            assignment = assign_group_folds(self.group_strata(samples), self.num_folds, self.split_seed)
             folds = [[g for g, f in assignment.items() if f == k] for k in range(self.num_folds)]
         if len(folds) != self.num_folds:
             raise DatasetError(f"the split has {len(folds)} folds, expected {self.num_folds}")
@@ -193,7 +198,24 @@ class DefectDataModule(L.LightningDataModule):
             raise DatasetError(f"the split names groups not found under {self.root}: {', '.join(missing[:5])}")
         train = [s for s in samples if s.group not in test_set]
         test = [s for s in samples if s.group in test_set]
+        train, self.val_samples = self.hold_out(train)
         return self.select_defective(train), test
+
+    @staticmethod
+    def group_strata(samples: Sequence[Sample]) -> dict[str, str]:
+        """Each group's stratum: the largest of its samples' (a group with a defect is defective)."""
+        strata: dict[str, str] = {}
+        for s in sorted(samples, key=lambda s: s.stratum):
+            strata[s.group] = max(strata.get(s.group, ""), s.stratum)
+        return strata
+
+    def hold_out(self, train: list[Sample]) -> tuple[list[Sample], list[Sample]]:
+        """(train, validation): about ``val_fraction`` of the training groups, stratified, by ``split_seed``."""
+        if not self.val_fraction:
+            return train, []
+        parts = max(2, round(1 / self.val_fraction))
+        assignment = assign_group_folds(self.group_strata(train), parts, self.split_seed + 1)
+        return [s for s in train if assignment[s.group] != 0], [s for s in train if assignment[s.group] == 0]
 
     def select_defective(self, train: list[Sample]) -> list[Sample]:
         """Keep ``num_defective`` defective training images, chosen by seed; defect-free ones unchanged."""
@@ -220,6 +242,7 @@ class DefectDataModule(L.LightningDataModule):
             raise DatasetError(f"dataset root {self.root} does not exist; {self.download_hint}")
         self.train_samples, self.test_samples = self.split(self.list_samples())
         self.train_set = DecodedDataset(self.train_samples, self.image_size)
+        self.val_set = DecodedDataset(self.val_samples, self.image_size)
         self.test_set = DecodedDataset(self.test_samples, self.image_size)
         if self.train_mode == "views":
             self.views_set = ViewsDataset(self.train_set, self.views)
@@ -267,6 +290,10 @@ class DefectDataModule(L.LightningDataModule):
         sampler = DistributedSampler(dataset, world, rank, shuffle=False) if world > 1 else None
         return DataLoader(dataset, batch_size=self.eval_batch_size, sampler=sampler, shuffle=False,
                           num_workers=self.num_workers)
+
+    def val_dataloader(self) -> DataLoader | list:
+        """The held-out training groups (``val_fraction``), or none."""
+        return self._eval_loader(self.val_set, shard=True) if self.val_samples else []
 
     def test_dataloader(self) -> list[DataLoader]:
         """Two loaders: the training images (to fix a threshold without test data), then the test fold."""

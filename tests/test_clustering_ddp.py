@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +15,7 @@ from hydra.utils import instantiate
 from datamodules.synthetic import write_neu_cls
 from evaluation.clustering import clustering_summary
 from tests.conftest import PROJECT_ROOT
+from tests.helpers import run_ddp_sim
 
 pytestmark = pytest.mark.slow
 
@@ -32,12 +30,7 @@ def test_train_py_with_two_processes_clusters_once_and_counts_every_test_image_o
         "data.eval_batch_size=4", "model.max_steps=4", "model.warmup_steps=1", "callbacks.faiss_kmeans.every_n_steps=2",
         "callbacks.faiss_kmeans.pca_dim=8", "callbacks.faiss_kmeans.nredo=1", "folds=[2]", "logger=none",
     ]
-    command = [sys.executable, "train.py", *overrides, "trainer=ddp_sim", f"hydra.run.dir={run_dir}",
-               "print_config=false", "+callbacks.probe._target_=tests.ddp_probe.DDPProbe",
-               f"+callbacks.probe.out={probe}", "+callbacks.probe.label_key=pseudo_label"]
-    out = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=900,
-                         env={**os.environ, "WANDB_MODE": "offline"})
-    assert out.returncode == 0, out.stderr[-4000:]
+    run_ddp_sim(overrides, run_dir, probe, "+callbacks.probe.label_key=pseudo_label")
 
     with initialize_config_dir(str(PROJECT_ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=overrides)

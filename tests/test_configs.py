@@ -8,27 +8,17 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
-from omegaconf import open_dict
 
 from datamodules import DefectDataModule
 from lightning_modules.cluster import ClusteringModule
 from lightning_modules.weak import WeakDetectionModule
 from tests.conftest import PROJECT_ROOT
+from tests.helpers import compose_cfg
 
 EXPERIMENTS = sorted(p.stem for p in (PROJECT_ROOT / "conf" / "experiment").glob("*.yaml"))
 
 
-def compose_cfg(overrides: list[str]):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.paths.root_dir = str(PROJECT_ROOT)
-        cfg.paths.output_dir = "/tmp/unused"
-    return cfg
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)

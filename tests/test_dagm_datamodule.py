@@ -14,8 +14,7 @@ from PIL import Image
 from datamodules import DAGMDataModule, DatasetError, list_dagm_samples
 from datamodules.dagm import texture_of
 from datamodules.synthetic import write_dagm
-from tests.helpers import fold_test_sets
-from tests.test_configs import compose_cfg
+from tests.helpers import compose_cfg, fold_test_sets
 
 N_PER_SPLIT, DEFECTIVE_EVERY = 6, 3  # per texture: 12 images, 4 defective
 

@@ -13,8 +13,7 @@ from PIL import Image
 
 from datamodules import DatasetError, FolderDataModule, list_folder_samples
 from datamodules.synthetic import write_folder
-from tests.helpers import fold_test_sets
-from tests.test_configs import compose_cfg
+from tests.helpers import compose_cfg, fold_test_sets
 
 CLASSES = ("good", "scratch", "dent")
 PER_CLASS = 3

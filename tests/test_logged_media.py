@@ -138,7 +138,7 @@ def test_clustering_plots_log_size_history_and_confusion(tmp_path: Path) -> None
 def test_configs_give_weak_experiments_panels_and_clustering_its_plots() -> None:
     from hydra.utils import instantiate
 
-    from tests.test_configs import compose_cfg
+    from tests.helpers import compose_cfg
 
     weak = compose_cfg(["experiment=demo", "logger=many"])
     assert set(weak.logger) == {"csv", "tensorboard", "wandb"}

@@ -13,7 +13,7 @@ from datamodules import DatasetError, NEUDataModule, list_neu_samples, read_voc_
 from datamodules.neu import NEU_CLASSES
 from datamodules.samples import decode_sample
 from datamodules.synthetic import write_neu_cls, write_neu_det
-from tests.test_configs import compose_cfg
+from tests.helpers import compose_cfg
 
 PER_CLASS = 3
 

@@ -15,8 +15,7 @@ from datamodules.samples import decode_sample
 from datamodules.severstal import read_steel_split
 from datamodules.synthetic import write_severstal
 from tests.conftest import SHARED_DATASETS
-from tests.helpers import fold_test_sets
-from tests.test_configs import compose_cfg
+from tests.helpers import compose_cfg, fold_test_sets
 
 SHAPE = (32, 200)
 N_CLEAN, N_PER_CLASS, N_MULTI = 6, 3, 1

@@ -15,16 +15,15 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import instantiate
-from omegaconf import OmegaConf, open_dict
+from omegaconf import OmegaConf
 
 from evaluation.sweep_callback import SweepSummaryCallback
 from evaluation.sweep_plots import choose_x
 from evaluation.sweep_summary import load_jobs, main, setting_label, summarize, varying_keys, write_summary
 from tests.conftest import PROJECT_ROOT
+from tests.helpers import compose_cfg
 
 HPARAMS_SEARCHES = sorted(p.stem for p in (PROJECT_ROOT / "conf" / "hparams_search").glob("*.yaml"))
 OPTIMIZERS = sorted(p.stem for p in (PROJECT_ROOT / "conf" / "optimizer").glob("*.yaml"))
@@ -34,14 +33,6 @@ TINY = ["experiment=demo", "debug=fast", "logger=none", "callbacks=none", "model
 ABSENT = object()
 
 
-def compose_cfg(overrides: list[str]):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.paths.root_dir = str(PROJECT_ROOT)
-        cfg.paths.output_dir = "/tmp/unused"
-    return cfg
 
 
 # -- the summary on hand-written jobs --------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import pytest
 from omegaconf import open_dict
 
 from datamodules.synthetic import write_dagm, write_folder, write_severstal
-from tests.test_configs import compose_cfg
+from tests.helpers import compose_cfg
 from train import run
 
 pytestmark = pytest.mark.slow

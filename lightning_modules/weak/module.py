@@ -182,6 +182,20 @@ class WeakDetectionModule(L.LightningModule):
         self.pixel_metrics = PixelMetrics(self.hparams.pixel_thresholds)  # per image: DDP counts each once
         self._clean_pictures = 0
 
+    # -- validation (only with held-out training groups, ``data.val_fraction``) -----------------
+    def on_validation_epoch_start(self) -> None:
+        self.val_scores = DetectionMetrics().to(self.device)
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        _, logits = self.net(batch["image"])
+        self.val_scores.update(torch.sigmoid(logits), batch["label"], batch["index"])
+
+    def on_validation_epoch_end(self) -> None:
+        """``val/ap`` (and false calls at the best F1) on the held-out training groups: what the best
+        checkpoint is chosen on. Logged on every rank (the scores are gathered, so the values agree)."""
+        metrics = self.val_scores.compute()
+        self.log_dict({f"val/{k}": float(metrics[k]) for k in ("ap", "false_calls") if k in metrics})
+
     def on_test_epoch_start(self) -> None:
         self._reset_test_metrics()
         self.to(self.device)

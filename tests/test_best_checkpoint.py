@@ -1,0 +1,56 @@
+"""Validation on held-out training groups (data.val_fraction) and the best checkpoint chosen on it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from callbacks.checkpoint import BestCheckpoint
+from tests.test_kolektor_datamodule import make_dm
+from tests.test_stages import tiny_module
+
+
+def test_val_fraction_holds_out_whole_training_groups_stratified(kolektor_root: Path) -> None:
+    dm = make_dm(kolektor_root, image_size=(64, 24), val_fraction=0.25)
+    dm.setup()
+    train, val, test = ({s.group for s in x} for x in (dm.train_samples, dm.val_samples, dm.test_samples))
+    assert val and not (val & train) and not (val & test)  # whole commutators, apart from train and test
+    assert len(val) == 2  # a quarter of the 8 training commutators
+    assert any(s.label == 1 for s in dm.val_samples) and any(s.label == 0 for s in dm.val_samples)
+    assert len(dm.val_dataloader().dataset) == len(dm.val_samples)
+    plain = make_dm(kolektor_root, image_size=(64, 24))
+    plain.setup()
+    assert plain.val_samples == [] and plain.val_dataloader() == []
+    assert {s.group for s in plain.train_samples} == train | val
+
+
+def fit(root: Path, tmp_path: Path, **data) -> tuple[BestCheckpoint, list[float]]:
+    seen: list[float] = []
+
+    class Record(L.Callback):
+        def on_validation_end(self, trainer, pl_module) -> None:
+            seen.append(float(trainer.callback_metrics["val/ap"]))
+
+    best = BestCheckpoint(dirpath=str(tmp_path / "checkpoints"))
+    trainer = L.Trainer(accelerator="cpu", max_steps=12, max_epochs=-1, logger=False, callbacks=[best, Record()],
+                        default_root_dir=str(tmp_path), enable_progress_bar=False, enable_model_summary=False,
+                        val_check_interval=4, num_sanity_val_steps=0, gradient_clip_val=1.0)
+    trainer.fit(tiny_module(), datamodule=make_dm(root, image_size=(64, 24), **data))
+    return best, seen
+
+
+def test_best_checkpoint_keeps_the_highest_validation_ap(kolektor_root: Path, tmp_path: Path) -> None:
+    best, seen = fit(kolektor_root, tmp_path, val_fraction=0.25)
+    assert len(seen) == 3  # steps 4, 8, 12
+    assert Path(best.best_model_path).name == "best.ckpt"
+    assert float(best.best_model_score) == max(seen)
+    state = torch.load(best.best_model_path, map_location="cpu", weights_only=False)
+    assert state["global_step"] == 4 * (1 + seen.index(max(seen)))
+
+
+def test_without_validation_data_no_best_checkpoint(kolektor_root: Path, tmp_path: Path) -> None:
+    best, seen = fit(kolektor_root, tmp_path)
+    assert seen == [] and best.best_model_path == ""
+    assert not (tmp_path / "checkpoints").exists() or not list((tmp_path / "checkpoints").glob("best*.ckpt"))
