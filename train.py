@@ -110,7 +110,8 @@ def run(cfg: DictConfig) -> dict:
     if rank_zero:
         (out_dir / "run_info.json").write_text(json.dumps(info, indent=2))
         # Hydra's .hydra/config.yaml keeps ${...}; this is what the run actually used
-        (out_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        job_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])  # Hydra's own keeps its ${...}
+        (out_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(job_cfg, resolve=True))
     start = time.perf_counter()
     results = []
     model = None
