@@ -23,7 +23,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from lightning_modules.exporters import EXPORTERS, SUFFIXES, ExportSpec, compare_outputs
+from lightning_modules.exporters import EXPORTERS, SUFFIXES, ExportSpec, compare_outputs, reference_outputs
 from lightning_modules.from_checkpoint import TrainedModel, load_trained_model
 from lightning_modules.weak import WeakDetectionModule
 from lightning_modules.weak.export import OUTPUT_NAMES, WeakInference, min_dynamic_side
@@ -111,10 +111,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "outputs": list(target.output_names), "dynamic": dynamic, "atol": float(cfg.atol),
         "torch": torch.__version__, "files": {},
     }
+    references = reference_outputs(target.module, inputs)  # once for every format
     for fmt in formats_of(cfg.format):
         path = out_dir / f"model{SUFFIXES[fmt]}"
         runner = EXPORTERS[fmt](target.module, example, path, spec)
-        checks = compare_outputs(target.module, runner, inputs, target.output_names)
+        checks = compare_outputs(references, runner, inputs, target.output_names)
         worst = max(v for c in checks for v in c["max_abs_diff"].values())
         info["files"][fmt] = {"path": str(path), "checks": checks, "max_abs_diff": worst}
         log.info("%s: %s, max abs difference to PyTorch %.3g on %s", fmt, path, worst,

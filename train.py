@@ -109,8 +109,8 @@ def run(cfg: DictConfig) -> dict:
     (out_dir).mkdir(parents=True, exist_ok=True)
     if rank_zero:
         (out_dir / "run_info.json").write_text(json.dumps(info, indent=2))
-        # Hydra's .hydra/config.yaml keeps ${...}; this is what the run actually used
-        job_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])  # Hydra's own keeps its ${...}
+        # what the run actually used (Hydra's .hydra/config.yaml keeps the ${...}); Hydra's own section left out
+        job_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
         (out_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(job_cfg, resolve=True))
     start = time.perf_counter()
     results = []

@@ -12,7 +12,7 @@ from torchmetrics.functional.clustering import normalized_mutual_info_score
 from tqdm.auto import tqdm
 
 from callbacks.kmeans import cluster
-from evaluation.gathering import unique_by_id
+from evaluation.gathering import gather_unique
 
 
 class FaissKMeans(L.Callback):
@@ -80,10 +80,7 @@ class FaissKMeans(L.Callback):
         loader = datamodule.feature_dataloader(trainer.world_size, trainer.global_rank)
         quiet = not (self.progress and trainer.is_global_zero)
         features, ids = pl_module.extract_features(tqdm(loader, desc="features", leave=False, disable=quiet))
-        features, ids = pl_module.all_gather(features), pl_module.all_gather(ids)
-        if trainer.world_size > 1:
-            features, ids = features.flatten(0, 1), ids.flatten()
-        ids, features = unique_by_id(ids, features)
+        ids, features = gather_unique(ids, features)  # every rank's share, each image once
         assignment = torch.empty(len(ids), dtype=torch.long)
         if trainer.is_global_zero:
             with tqdm(total=1, desc=f"k-means ({self.backend}, K={self.num_clusters}, N={len(ids)})", leave=False,

@@ -71,10 +71,10 @@ class HeatmapPanels(L.Callback):
         self.num_defective = num_defective
         self.key = key
         self.panel_images: PanelImages | None = None
-        self.logged_steps: list[int] = []
+        self._last_step = -1  # the step last rendered (steps only grow)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.logged_steps = []
+        self._last_step = -1
         self.panel_images = None
         if not trainer.is_global_zero:
             return
@@ -89,11 +89,11 @@ class HeatmapPanels(L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
-        if self.every_n_steps > 0 and step % self.every_n_steps == 0 and step not in self.logged_steps:
+        if self.every_n_steps > 0 and step % self.every_n_steps == 0 and step != self._last_step:
             self.log_panels(trainer, pl_module)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.global_step not in self.logged_steps:
+        if trainer.global_step != self._last_step:
             self.log_panels(trainer, pl_module)
 
     @torch.no_grad()
@@ -122,7 +122,7 @@ class HeatmapPanels(L.Callback):
     def log_panels(self, trainer: L.Trainer, pl_module: L.LightningModule) -> list[Path]:
         """Render and log the panels at the current step (rank 0 only); PNG paths when written as files."""
         step = trainer.global_step
-        self.logged_steps.append(step)
+        self._last_step = step
         chosen = self.panel_images
         if not trainer.is_global_zero or chosen is None or not chosen.names:
             return []

@@ -18,9 +18,7 @@ from typing import Any
 
 from datamodules.base import DefectDataModule
 from datamodules.errors import DatasetError
-from datamodules.samples import Sample
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+from datamodules.samples import IMAGE_SUFFIXES, Sample
 
 
 def image_files(folder: Path) -> list[Path]:

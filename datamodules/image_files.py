@@ -10,15 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from datamodules.errors import DatasetError
-from datamodules.samples import read_gray
-
-#: file suffixes taken as images (compared case-insensitively)
-IMAGE_SUFFIXES: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
+from datamodules.samples import IMAGE_SUFFIXES, read_image, to_pixels
 
 
 def is_image_file(path: Path) -> bool:
@@ -41,27 +37,9 @@ def list_images(source: str | Path) -> tuple[Path, list[Path]]:
     return source, files
 
 
-def read_image(path: Path, mode: str) -> Image.Image:
-    """An image file in PIL ``mode`` (``"L"``: exactly training's :func:`read_gray`)."""
-    if mode == "L":
-        return read_gray(path)
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return img.convert(mode)
-    except (OSError, UnidentifiedImageError) as err:
-        raise DatasetError(f"cannot read image {path}: {err}") from err
-
-
 def to_tensor(image: Image.Image, size: Sequence[int] | None = None) -> torch.Tensor:
-    """A (C, H, W) float tensor in [0, 1]; resized first to ``size`` = (H, W) as in training (bilinear on
-    the 8-bit pixels), or at the image's own size when ``size`` is ``None``."""
-    if size is not None:
-        image = image.resize((int(size[1]), int(size[0])), Image.Resampling.BILINEAR)
-    pixels = np.asarray(image, dtype=np.uint8)
-    tensor = torch.from_numpy(pixels.copy())
-    tensor = tensor[None] if tensor.ndim == 2 else tensor.permute(2, 0, 1)
-    return tensor.float().div_(255.0)
+    """A (C, H, W) float tensor in [0, 1]: training's pixels (:func:`~datamodules.samples.to_pixels`) / 255."""
+    return to_pixels(image, size).float().div_(255.0)
 
 
 def load_image(path: Path, mode: str, size: Sequence[int] | None = None) -> tuple[Image.Image, torch.Tensor]:

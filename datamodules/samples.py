@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,14 +40,32 @@ class Sample:
         return f"class{self.target}" if self.target >= 0 else f"label{self.label}"
 
 
-def read_gray(path: Path) -> Image.Image:
-    """Open an image file as 8-bit grayscale, raising :class:`DatasetError` naming the file."""
+#: file suffixes taken as images (compared case-insensitively)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+def read_image(path: Path, mode: str = "L") -> Image.Image:
+    """Open an image file in PIL ``mode`` (8-bit grayscale by default), raising :class:`DatasetError` naming
+    the file."""
     try:
         with Image.open(path) as img:
             img.load()
-            return img.convert("L")
+            return img.convert(mode)
     except (OSError, UnidentifiedImageError) as err:
         raise DatasetError(f"cannot read image {path}: {err}") from err
+
+
+def read_gray(path: Path) -> Image.Image:
+    return read_image(path, "L")
+
+
+def to_pixels(image: Image.Image, size: Sequence[int] | None = None) -> torch.Tensor:
+    """A uint8 (C, H, W) tensor of ``image``, resized first to ``size`` = (H, W) with PIL's bilinear filter on
+    the 8-bit pixels (training's decoding), or at its own size when ``size`` is ``None``."""
+    if size is not None:
+        image = image.resize((int(size[1]), int(size[0])), Image.Resampling.BILINEAR)
+    tensor = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy())
+    return tensor[None] if tensor.ndim == 2 else tensor.permute(2, 0, 1)
 
 
 def read_mask(path: Path) -> np.ndarray:
@@ -87,8 +106,7 @@ def decode_sample(sample: Sample, size: tuple[int, int]) -> tuple[torch.Tensor, 
             )
         small = Image.fromarray(full.astype(np.float32)).resize((width, height), Image.Resampling.BOX)
         mask = np.asarray(small) > 0
-    pixels = np.asarray(image.resize((width, height), Image.Resampling.BILINEAR), dtype=np.uint8)
-    return torch.from_numpy(pixels.copy())[None], torch.from_numpy(mask.copy())[None]
+    return to_pixels(image, size), torch.from_numpy(mask.copy())[None]
 
 
 class DecodedCache:

@@ -127,11 +127,10 @@ class ShardedBatchSampler(Sampler[list[int]]):
         if self.num_replicas == 1:
             yield from self.batch_sampler
             return
+        steps: Iterable[list[list[int]]] = self._steps(iter(self.batch_sampler))
         if self.distinct_period:
-            for step in distinct_steps(self._steps(iter(self.batch_sampler)), self.distinct_period):
-                yield step[self.rank]
-            return
-        for step in self._steps(iter(self.batch_sampler)):
+            steps = distinct_steps(steps, self.distinct_period)
+        for step in steps:
             yield step[self.rank]
 
     def _steps(self, batches: Iterator[list[int]]) -> Iterator[list[list[int]]]:

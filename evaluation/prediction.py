@@ -138,7 +138,8 @@ def predict_files(
             if kind.thresholded and threshold is not None:
                 row["label"] = int(row["probability"] >= threshold)
             if out_dir is not None and "heatmap" in outputs:
-                save_heatmap_panel(overlay_path(out_dir, image.name), to_tensor(image.original), None,
+                shown = image.tensor if size is None else to_tensor(image.original)  # the image at its own size
+                save_heatmap_panel(overlay_path(out_dir, image.name), shown, None,
                                    outputs["heatmap"][i])
             rows.append(row)
     return rows

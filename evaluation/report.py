@@ -9,7 +9,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 
-def _fmt(value: object) -> str:
+def fmt(value: object) -> str:
+    """A table cell: floats to 4 decimals (``nan`` kept), anything else as text."""
     if isinstance(value, float):
         return "nan" if math.isnan(value) else f"{value:.4f}"
     return str(value)
@@ -25,7 +26,7 @@ def report_rows(folds: Sequence[Mapping], pooled: Mapping) -> list[dict]:
 
 def markdown_table(rows: Sequence[Mapping], columns: Sequence[str]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
+    lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
 
 

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import yaml
 
+from evaluation.report import fmt
+
 log = logging.getLogger(__name__)
 
 SUMMARY_STEM = "sweep_summary"
@@ -176,10 +178,6 @@ def _canonical(value: str) -> str:
         return value
 
 
-def _fmt(value: float) -> str:
-    return "nan" if math.isnan(value) else f"{value:.4f}"
-
-
 def _short(value: str | None) -> str:
     """A setting value for the markdown table: long decimals (Optuna's) to 4 significant digits."""
     if value is None:
@@ -205,7 +203,7 @@ def write_table(rows: Sequence[SettingRow], keys: Sequence[str], metrics: Sequen
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         setting = [_short(r.setting[k]) for k in keys] or ["all jobs"]
-        cells = [f"{_fmt(r.mean[m])} ± {_fmt(r.std[m])}" for m in md_metrics]
+        cells = [f"{fmt(r.mean[m])} ± {fmt(r.std[m])}" for m in md_metrics]
         lines.append("| " + " | ".join([*setting, " ".join(r.jobs), str(r.n_folds), *cells]) + " |")
     md_path.write_text("Mean ± standard deviation over folds, per setting of the swept keys.\n\n"
                        + "\n".join(lines) + "\n", encoding="utf-8")

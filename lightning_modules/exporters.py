@@ -8,7 +8,7 @@
   but works; its deprecation warning is silenced here.
 
 Every exporter returns a *runner* (``image tensor -> list of numpy outputs``) that executes the exported
-file itself, which :func:`compare_outputs` checks against the PyTorch module.
+file itself, which :func:`compare_outputs` checks against the PyTorch module's outputs.
 """
 
 from __future__ import annotations
@@ -93,14 +93,18 @@ EXPORTERS: dict[str, Callable[[nn.Module, torch.Tensor, Path, ExportSpec], Runne
 SUFFIXES: dict[str, str] = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
 
 
-def compare_outputs(module: nn.Module, runner: Runner, inputs: Sequence[torch.Tensor],
+@torch.no_grad()
+def reference_outputs(module: nn.Module, inputs: Sequence[torch.Tensor]) -> list[list[np.ndarray]]:
+    """PyTorch's outputs of ``module`` for each input: what every exported file is compared with."""
+    return [[t.detach().cpu().numpy() for t in module(x)] for x in inputs]
+
+
+def compare_outputs(references: Sequence[Sequence[np.ndarray]], runner: Runner, inputs: Sequence[torch.Tensor],
                     output_names: Sequence[str]) -> list[dict]:
-    """For each input: its shape and the largest absolute difference per output between ``module`` (PyTorch)
-    and ``runner`` (the exported file). Outputs of different shapes are an error."""
+    """For each input: its shape and the largest absolute difference per output between PyTorch's outputs
+    (:func:`reference_outputs`) and ``runner`` (the exported file). Outputs of different shapes are an error."""
     checks = []
-    for x in inputs:
-        with torch.no_grad():
-            expected = [t.detach().cpu().numpy() for t in module(x)]
+    for x, expected in zip(inputs, references, strict=True):
         got = runner(x)
         diffs = {}
         for name, e, g in zip(output_names, expected, got, strict=True):

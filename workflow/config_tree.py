@@ -18,8 +18,7 @@ def config_tree(cfg: DictConfig, order: Sequence[str] = FIRST, resolve: bool = T
     keys = [k for k in order if k in cfg] + [k for k in cfg if k not in order]
     for key in keys:
         value = cfg[key]
-        text = OmegaConf.to_yaml(value, resolve=resolve) if isinstance(value, DictConfig | list) or \
-            OmegaConf.is_config(value) else str(value)
+        text = OmegaConf.to_yaml(value, resolve=resolve) if OmegaConf.is_config(value) else str(value)
         tree.add(str(key)).add(rich.syntax.Syntax(text, "yaml"))
     return tree
 

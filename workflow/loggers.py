@@ -21,7 +21,7 @@ from lightning.pytorch.loggers import Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from workflow.wandb_mode import decide_wandb_mode
+from workflow.wandb_mode import OFFLINE_MODES, decide_wandb_mode
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def offline_run_dir(logger: Logger) -> Path | None:
     """The folder of an offline W&B run started by ``logger`` (what ``wandb sync`` takes), else ``None``."""
     run = getattr(logger, "_experiment", None)
     settings = getattr(run, "settings", None)
-    if settings is None or getattr(settings, "mode", None) not in ("offline", "dryrun"):
+    if settings is None or getattr(settings, "mode", None) not in OFFLINE_MODES:
         return None
     sync_dir = getattr(settings, "sync_dir", None)
     return Path(sync_dir) if sync_dir else None
@@ -107,10 +107,7 @@ def finish(loggers: Iterable[Logger], status: str = "success") -> list[Path]:
     for logger in loggers:
         logger.finalize(status)
         experiment = getattr(logger, "_experiment", None)
-        if experiment is None or not hasattr(experiment, "finish"):
-            continue
-        if not isinstance(logger, WandbLogger):
-            experiment.finish()
+        if experiment is None or not isinstance(logger, WandbLogger):
             continue
         run_dir = offline_run_dir(logger)
         experiment.finish(exit_code=0 if status == "success" else 1)

@@ -87,12 +87,8 @@ def pr_points(labels: torch.Tensor, scores: torch.Tensor) -> tuple[np.ndarray, n
     return recall.numpy()[order], precision.numpy()[order]
 
 
-def pr_figure(labels: torch.Tensor, scores: torch.Tensor, title: str = "precision-recall") -> Figure:
-    """A matplotlib PR curve with the AP in the legend."""
-    from torchmetrics.functional.classification import binary_average_precision
-
-    recall, precision = pr_points(labels, scores)
-    ap = float(binary_average_precision(scores.float(), labels.long()))
+def pr_figure(recall: np.ndarray, precision: np.ndarray, ap: float, title: str = "precision-recall") -> Figure:
+    """A matplotlib PR curve (from :func:`pr_points`) with the AP in the legend."""
     figure = new_figure()
     axis = figure.subplots()
     axis.step(recall, precision, where="post", label=f"AP {ap:.4f}")
@@ -107,15 +103,18 @@ def log_pr_curve(trainer: L.Trainer, key: str, labels: torch.Tensor, scores: tor
     """A PR curve of binary ``labels`` (1 defective) and ``scores``: a W&B line chart over a table of
     (recall, precision), TensorBoard's ``add_pr_curve``, and a matplotlib picture to every logger that takes
     images, or a PNG under ``fallback_dir`` if none does."""
+    from torchmetrics.functional.classification import binary_average_precision
+
     labels, scores = labels.detach().cpu().flatten(), scores.detach().cpu().flatten()
+    recall, precision = pr_points(labels, scores)
+    ap = float(binary_average_precision(scores.float(), labels.long()))
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger):
             import wandb
 
-            recall, precision = pr_points(labels, scores)
             table = wandb.Table(columns=["recall", "precision"], data=np.stack([recall, precision], 1).tolist())
             chart = wandb.plot.line(table, "recall", "precision", title=prefixed(logger, key))
             logger.log_metrics({key: chart}, step=step)  # type: ignore[dict-item]
         elif isinstance(logger, TensorBoardLogger):
             logger.experiment.add_pr_curve(prefixed(logger, key), labels.long(), scores.float(), step)
-    log_figure(trainer, f"{key}_plot", pr_figure(labels, scores), step, fallback_dir=fallback_dir)
+    log_figure(trainer, f"{key}_plot", pr_figure(recall, precision, ap), step, fallback_dir=fallback_dir)

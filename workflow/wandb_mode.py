@@ -29,6 +29,8 @@ from urllib.parse import urlsplit
 
 DEFAULT_BASE_URL = "https://api.wandb.ai"
 PROBE_TIMEOUT_S = 1.5
+#: W&B modes that write a local run folder to `wandb sync` later
+OFFLINE_MODES = ("offline", "dryrun")
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,7 @@ class WandbModeDecision:
 
     @property
     def offline(self) -> bool:
-        return self.mode in ("offline", "dryrun")
+        return self.mode in OFFLINE_MODES
 
 
 def _home(environ: Mapping[str, str]) -> Path:

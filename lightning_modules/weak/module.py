@@ -230,10 +230,10 @@ class WeakDetectionModule(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         train_scores, train_labels, _ = self.train_scores.gathered()
         threshold = best_f1_threshold(train_scores, train_labels) if train_labels.unique().numel() == 2 else 0.5
-        metrics = self.test_scores.compute(fixed_threshold=threshold)
+        scores, labels, ids = self.test_scores.gathered()  # a collective under DDP: once
+        metrics = detection_summary(scores, labels, fixed_threshold=threshold)
         metrics.update(self.pixel_metrics.compute())
         metrics["train_ap"] = detection_summary(train_scores, train_labels).get("ap", float("nan"))
-        scores, labels, ids = self.test_scores.gathered()
         self.fold_result = {"metrics": metrics, "fixed_threshold": threshold,
                             "per_image": {"ids": ids.cpu(), "label": labels.long().cpu(), "score": scores.cpu()}}
         self.log_dict({f"test/{k}": float(v) for k, v in metrics.items() if isinstance(v, int | float)},
