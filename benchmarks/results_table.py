@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from evaluation.report import fmt  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 KEYS = {
     "weak": ["ap", "false_calls", "false_calls_fixed", "fp_at_full_recall"],
     "cluster": ["acc", "nmi", "mdr", "fdr", "eacc"],
 }
-
-
-def fmt(value: object) -> str:
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
 def main() -> None:

@@ -12,7 +12,17 @@ from torchmetrics.functional.clustering import normalized_mutual_info_score
 from tqdm.auto import tqdm
 
 from callbacks.kmeans import cluster
+from evaluation.clustering import clustering_summary
 from evaluation.gathering import gather_unique
+
+
+def truth_scores(assignment: torch.Tensor, targets: torch.Tensor | None, num_clusters: int) -> dict[str, float]:
+    """NMI and Hungarian ACC of an assignment against the true classes (``-1``: unknown, then nothing);
+    ``{}`` without targets or with fewer than two classes."""
+    if targets is None or len(targets) != len(assignment) or bool((targets < 0).any()) or targets.unique().numel() < 2:
+        return {}
+    summary = clustering_summary(assignment, targets, num_clusters, max(num_clusters, int(targets.max()) + 1))
+    return {"nmi_to_truth": summary["nmi"], "acc_to_truth": summary["acc"]}
 
 
 class FaissKMeans(L.Callback):
@@ -28,7 +38,10 @@ class FaissKMeans(L.Callback):
 
     Logged each time: ``cluster/nmi_to_previous`` (NMI between consecutive assignments),
     ``cluster/min_size``, ``cluster/max_size``, ``cluster/seconds``; the sizes are kept in
-    :attr:`history` (a list of dicts) for plots.
+    :attr:`history` (a list of dicts) for plots. Where the training images have true classes
+    (``train_set.targets``, -1 where unknown), also ``cluster/nmi_to_truth`` and ``cluster/acc_to_truth``
+    (Hungarian mapping) of the new pseudo-labels: a diagnostic of whether feature learning helps. The true
+    classes are only read for these two numbers; they never reach the pseudo-labels or the loss.
 
     Args:
         backend: a name in :data:`callbacks.kmeans.KMEANS_BACKENDS` ("faiss" or "sklearn_minibatch").
@@ -36,15 +49,18 @@ class FaissKMeans(L.Callback):
         niter, nredo, seed: k-means iterations, restarts and seed.
         freeze_after: no reassignment after this fraction of ``max_steps`` (1.0: reassign to the end).
         progress: progress bars for feature extraction and clustering (rank 0 only).
+        score_against_truth: log ``cluster/{nmi,acc}_to_truth`` where true classes exist.
     """
 
     def __init__(self, num_clusters: int, every_n_steps: int = 100, backend: str = "faiss", pca_dim: int | None = 64,
                  whiten: bool = True, l2_normalize: bool = True, niter: int = 20, nredo: int = 3,
-                 seed: int = 0, freeze_after: float = 1.0, progress: bool = True) -> None:
+                 seed: int = 0, freeze_after: float = 1.0, progress: bool = True,
+                 score_against_truth: bool = True) -> None:
         if not 0.0 < freeze_after <= 1.0:
             raise ValueError(f"freeze_after is a fraction of max_steps in (0, 1], got {freeze_after}")
         self.freeze_after = freeze_after
         self.progress = progress
+        self.score_against_truth = score_against_truth
         self.num_clusters = num_clusters
         self.every_n_steps = every_n_steps
         self.backend = backend
@@ -99,14 +115,18 @@ class FaissKMeans(L.Callback):
         if self.previous is not None:
             record["nmi_to_previous"] = float(normalized_mutual_info_score(assignment, self.previous))
             metrics["cluster/nmi_to_previous"] = record["nmi_to_previous"]
+        if self.score_against_truth:
+            record.update(truth_scores(assignment, getattr(datamodule.train_set, "targets", None), self.num_clusters))
+            metrics.update({f"cluster/{k}": v for k, v in record.items() if k.endswith("_to_truth")})
         self.previous = assignment.clone()
         self.history.append(record)
         self._done_at = trainer.global_step
         if trainer.loggers:
             for logger in trainer.loggers:
                 logger.log_metrics(metrics, step=trainer.global_step)
+        truth = f", ACC to the true classes {record['acc_to_truth']:.3f}" if "acc_to_truth" in record else ""
         rank_zero_info(f"pseudo-labels reassigned at step {trainer.global_step}: sizes {sizes.tolist()} "
-                       f"({record['seconds']:.1f} s)")
+                       f"({record['seconds']:.1f} s{truth})")
         return assignment
 
     def state_dict(self) -> dict:

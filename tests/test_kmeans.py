@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from callbacks.faiss_kmeans import FaissKMeans
+from callbacks.faiss_kmeans import FaissKMeans, truth_scores
 from callbacks.kmeans import KMEANS_BACKENDS, cluster, fill_empty_clusters, make_faiss_kmeans
 from datamodules.sampling import UniformOverLabelsSampler
 from evaluation.clustering import clustering_summary
@@ -68,3 +68,16 @@ def test_reassignment_schedule_every_k_steps_until_freeze_after() -> None:
     assert [s for s in range(1, 31) if everywhere.due(s, -1)] == [10, 20, 30]  # unbounded training
     with pytest.raises(ValueError, match="freeze_after"):
         FaissKMeans(num_clusters=3, freeze_after=0.0)
+
+
+def test_truth_scores_map_clusters_to_classes_and_skip_unknown_classes() -> None:
+    assignment = torch.tensor([0, 0, 1, 1, 2, 2])
+    # cluster 0 -> class 1, 1 -> 0, 2 -> 2: five of six right after the Hungarian mapping
+    scores = truth_scores(assignment, torch.tensor([1, 1, 0, 0, 0, 2]), 3)
+    assert scores["acc_to_truth"] == pytest.approx(5 / 6)
+    assert 0.0 < scores["nmi_to_truth"] < 1.0
+    perfect = truth_scores(assignment, torch.tensor([2, 2, 0, 0, 1, 1]), 3)  # a relabelling is perfect
+    assert perfect == pytest.approx({"acc_to_truth": 1.0, "nmi_to_truth": 1.0})
+    assert truth_scores(assignment, None, 3) == {}
+    assert truth_scores(assignment, torch.tensor([0, 1, 0, 1, -1, 0]), 3) == {}  # unknown classes
+    assert truth_scores(assignment, torch.zeros(6, dtype=torch.long), 3) == {}  # one class: nothing to score
