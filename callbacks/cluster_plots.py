@@ -51,9 +51,8 @@ def confusion_figure(confusion: Sequence[Sequence[int]], class_names: Sequence[s
 class ClusteringPlots(L.Callback):
     """Logs for the clustering method (Bai et al. 2024), next to :class:`FaissKMeans` in the callbacks:
 
-    * at every reassignment, the cluster sizes sorted largest first as metrics ``cluster/size_rank<i>`` to
-      every logger (CSV included; cluster ids themselves change meaning between reassignments);
-    * at the end of training, a picture of that history (stacked bars per reassignment);
+    * at the end of training, a picture of the cluster sizes at each reassignment (stacked bars, largest
+      first; :class:`FaissKMeans` logs the same sizes as metrics ``cluster/size_rank<i>``);
     * at the end of testing, the confusion matrix of ``fold_result["metrics"]["confusion"]`` (true class x
       cluster mapped to a class) as a picture, and for W&B also as its confusion-matrix chart.
 
@@ -63,35 +62,12 @@ class ClusteringPlots(L.Callback):
     def __init__(self, size_history: bool = True, confusion: bool = True) -> None:
         self.size_history = size_history
         self.confusion = confusion
-        self._seen = 0
 
     @staticmethod
     def kmeans(trainer: L.Trainer) -> FaissKMeans | None:
         return next((c for c in trainer.callbacks if isinstance(c, FaissKMeans)), None)  # type: ignore[attr-defined]
 
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        kmeans = self.kmeans(trainer)
-        self._seen = len(kmeans.history) if kmeans is not None else 0  # a resumed run's earlier records
-
-    def log_new_sizes(self, trainer: L.Trainer) -> None:
-        """Log the size records that :class:`FaissKMeans` added since the last call (at their own steps)."""
-        kmeans = self.kmeans(trainer)
-        if kmeans is None or not self.size_history or not trainer.is_global_zero:
-            return
-        for record in kmeans.history[self._seen:]:
-            metrics = {f"cluster/size_rank{i}": float(s) for i, s in enumerate(sorted(record["sizes"], reverse=True))}
-            for logger in trainer.loggers:
-                logger.log_metrics(metrics, step=record["step"])
-        self._seen = len(kmeans.history)
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.log_new_sizes(trainer)
-
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
-        self.log_new_sizes(trainer)
-
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.log_new_sizes(trainer)
         kmeans = self.kmeans(trainer)
         if kmeans is None or not kmeans.history or not self.size_history or not trainer.is_global_zero:
             return

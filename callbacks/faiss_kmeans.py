@@ -36,12 +36,14 @@ class FaissKMeans(L.Callback):
     No reassignment happens in the last ``every_n_steps // 2`` steps, nor after ``freeze_after`` (a fraction
     of the trainer's ``max_steps``), so the final head has time to learn a fixed assignment.
 
-    Logged each time: ``cluster/nmi_to_previous`` (NMI between consecutive assignments),
-    ``cluster/min_size``, ``cluster/max_size``, ``cluster/seconds``; the sizes are kept in
-    :attr:`history` (a list of dicts) for plots. Where the training images have true classes
-    (``train_set.targets``, -1 where unknown), also ``cluster/nmi_to_truth`` and ``cluster/acc_to_truth``
-    (Hungarian mapping) of the new pseudo-labels: a diagnostic of whether feature learning helps. The true
-    classes are only read for these two numbers; they never reach the pseudo-labels or the loss.
+    Logged each time, to every logger at the reassignment's step: ``cluster/nmi_to_previous`` (NMI between
+    consecutive assignments), ``cluster/min_size``, ``cluster/max_size``, the sizes sorted largest first
+    (``cluster/size_rank<i>``: cluster ids change meaning between reassignments, ranks do not) and
+    ``cluster/seconds``; the records are kept in :attr:`history` (a list of dicts) for plots.
+    Where the training images have true classes (``train_set.targets``, -1 where unknown), also
+    ``cluster/nmi_to_truth`` and ``cluster/acc_to_truth`` (Hungarian mapping) of the new pseudo-labels: a
+    diagnostic of whether feature learning helps. The true classes are only read for these two numbers;
+    they never reach the pseudo-labels or the loss.
 
     Args:
         backend: a name in :data:`callbacks.kmeans.KMEANS_BACKENDS` ("faiss" or "sklearn_minibatch").
@@ -112,11 +114,13 @@ class FaissKMeans(L.Callback):
         record = {"step": trainer.global_step, "sizes": sizes.tolist(), "seconds": time.perf_counter() - start}
         metrics = {"cluster/min_size": float(sizes.min()), "cluster/max_size": float(sizes.max()),
                    "cluster/seconds": record["seconds"]}
+        metrics.update({f"cluster/size_rank{i}": float(n) for i, n in enumerate(sorted(sizes, reverse=True))})
         if self.previous is not None:
             record["nmi_to_previous"] = float(normalized_mutual_info_score(assignment, self.previous))
             metrics["cluster/nmi_to_previous"] = record["nmi_to_previous"]
         if self.score_against_truth:
-            record.update(truth_scores(assignment, getattr(datamodule.train_set, "targets", None), self.num_clusters))
+            targets = getattr(getattr(datamodule, "train_set", None), "targets", None)  # a datamodule may have none
+            record.update(truth_scores(assignment, targets, self.num_clusters))
             metrics.update({f"cluster/{k}": v for k, v in record.items() if k.endswith("_to_truth")})
         self.previous = assignment.clone()
         self.history.append(record)

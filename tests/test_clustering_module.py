@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -13,6 +14,7 @@ import lightning as L
 import pytest
 import timm
 import torch
+from lightning.pytorch.loggers import CSVLogger
 
 from callbacks import FaissKMeans
 from datamodules import NEUDataModule
@@ -66,10 +68,17 @@ def test_fit_reassigns_pseudo_labels_every_k_steps_and_tests(neu_root: Path, tmp
         heads.append(model.head.weight.detach().clone())
 
     model.reset_head = spy  # type: ignore[method-assign]
-    trainer = L.Trainer(accelerator="cpu", max_steps=7, max_epochs=-1, logger=False, callbacks=[kmeans],
+    csv_logger = CSVLogger(tmp_path, name="csv")
+    trainer = L.Trainer(accelerator="cpu", max_steps=7, max_epochs=-1, logger=csv_logger, callbacks=[kmeans],
                         default_root_dir=str(tmp_path), enable_progress_bar=False, enable_checkpointing=False)
     trainer.fit(model, datamodule=dm)
     assert [h["step"] for h in kmeans.history] == [0, 3]  # not at 6: within every_n_steps // 2 of the end (7)
+    csv_logger.save()
+    with open(Path(csv_logger.log_dir) / "metrics.csv") as handle:
+        rows = [r for r in csv.DictReader(handle) if r.get("cluster/size_rank0")]
+    ranked = [sorted(h["sizes"], reverse=True) for h in kmeans.history]
+    assert [(int(r["step"]), float(r["cluster/size_rank0"]), float(r["cluster/size_rank5"])) for r in rows] == [
+        (h["step"], float(sizes[0]), float(sizes[5])) for h, sizes in zip(kmeans.history, ranked, strict=True)]
     assert all(sum(h["sizes"]) == len(dm.train_set) and min(h["sizes"]) > 0 for h in kmeans.history)
     assert "nmi_to_previous" in kmeans.history[1]
     # the diagnostic against the true classes scores the assignment that was set, not the loss's input
