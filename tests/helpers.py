@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -51,3 +52,41 @@ def fold_test_sets(make_fold: Callable[[int], DefectDataModule], samples: Sequen
     seen = sorted(s.name for test in tests for s in test)
     assert seen == sorted(s.name for s in samples)
     return tests
+
+
+#: W&B's run file (``run-*.wandb``) is a LevelDB-style log: a 7-byte file header (":W&B", magic, version), then
+#: 32 KiB blocks of chunks, each with a 7-byte header (crc32, little-endian length, type); a block's last bytes
+#: are padding when fewer than 7 are left. A record longer than a block's rest is split into several chunks.
+WANDB_BLOCK, WANDB_CHUNK_HEADER, WANDB_FILE_HEADER = 32768, 7, 7
+
+
+def wandb_records(path: Path) -> bytes:
+    """The payload of a W&B run file with the block framing removed, so that a key is found even where the
+    writer split its record at a block boundary (searching the raw bytes then misses it at random)."""
+    data = path.read_bytes()
+    payload = bytearray()
+    position = WANDB_FILE_HEADER
+    while position + WANDB_CHUNK_HEADER <= len(data):
+        left_in_block = WANDB_BLOCK - position % WANDB_BLOCK
+        if left_in_block < WANDB_CHUNK_HEADER:  # padding at a block's end
+            position += left_in_block
+            continue
+        length = int.from_bytes(data[position + 4 : position + 6], "little")
+        if length == 0 and data[position + 6] == 0:  # zero fill: nothing more in this block
+            position += left_in_block
+            continue
+        start = position + WANDB_CHUNK_HEADER
+        payload += data[start : start + length]
+        position = start + length
+    return bytes(payload)
+
+
+def wait_for_wandb_records(path: Path, keys: Sequence[bytes], timeout: float = 20.0) -> bytes:
+    """:func:`wandb_records` once every key is in them, or as they are after ``timeout`` seconds: W&B's service
+    may still be writing a finished run's file while the same process has moved on (the next job)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        records = wandb_records(path)
+        if all(key in records for key in keys) or time.monotonic() > deadline:
+            return records
+        time.sleep(0.2)
