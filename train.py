@@ -51,7 +51,7 @@ def build_fold(
     datamodule = instantiate(cfg.data, fold=fold)
     model = instantiate(cfg.model, optimizer=instantiate(cfg.optimizer), _convert_="all")
     # <fold dir>/fold_result.pt (see run()); the config in every checkpoint (predict.py rebuilds the model)
-    callbacks = [*build_callbacks(cfg, fold_dir), FoldResultWriter(), ConfigInCheckpoint(cfg)]
+    callbacks = [*build_callbacks(cfg, fold_dir), FoldResultWriter(), ConfigInCheckpoint(cfg, fold=fold)]
     loggers = list(loggers or [])
     if not loggers:  # nothing to log learning rates to
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]

@@ -49,10 +49,15 @@ class ConfigInCheckpoint(L.Callback):
     Args:
         config: the composed run config (a ``DictConfig`` or a mapping).
         keys: the top-level sections to store.
+        fold: the fold this trainer fits, stored as ``data.fold`` (``train.py`` runs every fold from one
+            config, whose own ``data.fold`` is only the default).
     """
 
-    def __init__(self, config: Mapping | DictConfig, keys: Sequence[str] = ("model", "data")) -> None:
+    def __init__(self, config: Mapping | DictConfig, keys: Sequence[str] = ("model", "data"),
+                 fold: int | None = None) -> None:
         self.sections = plain_sections(config, keys)
+        if fold is not None and isinstance(self.sections.get("data"), dict):
+            self.sections["data"]["fold"] = fold
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
         checkpoint[CONFIG_KEY] = {"version": CONFIG_VERSION, **self.sections}

@@ -217,7 +217,8 @@ def write_summary(sweep_dir: str | Path, x: str | None = None, metrics: Sequence
     Args:
         sweep_dir: the sweep folder (``hydra.sweep.dir``).
         x: the plots' x axis, a swept key; None chooses (see :func:`evaluation.sweep_plots.choose_x`).
-        metrics: the metrics plotted; None: the first two of the jobs' ``report_columns`` found in the folds.
+        metrics: the metrics plotted; None: the first two of the jobs' ``report_columns`` (all jobs', in order
+            of first appearance) found in the folds.
         labels: legend text per ``key=value`` or per key (:func:`setting_label`).
         plot: also write ``sweep_summary.png``.
     """
@@ -227,7 +228,8 @@ def write_summary(sweep_dir: str | Path, x: str | None = None, metrics: Sequence
         raise FileNotFoundError(f"no finished job (.hydra/overrides.yaml + metrics.json) under {sweep_dir}")
     keys = varying_keys(jobs)
     rows, all_metrics = summarize(jobs, keys)
-    columns = [c for c in jobs[0].report_columns if c in all_metrics] or all_metrics
+    # every job's report columns, in order of first appearance (a sweep may mix experiments)
+    columns = list(dict.fromkeys(c for job in jobs for c in job.report_columns if c in all_metrics)) or all_metrics
     csv_path, md_path = write_table(rows, keys, all_metrics, columns, sweep_dir / SUMMARY_STEM)
     plot_path = None
     if plot:

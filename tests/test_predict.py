@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 import predict
-from callbacks.config_in_checkpoint import CONFIG_KEY
+from callbacks.config_in_checkpoint import CONFIG_KEY, ConfigInCheckpoint
 from datamodules.errors import DatasetError
 from datamodules.image_files import list_images, load_image
 from datamodules.samples import Sample, decode_sample
@@ -84,6 +84,16 @@ def test_weak_checkpoint_is_rebuilt_from_the_config_stored_inside(weak_run: Path
     assert model.color_mode == "L"
     for key, value in checkpoint["state_dict"].items():
         assert torch.equal(model.module.state_dict()[key], value), key
+
+
+def test_checkpoint_config_names_the_fold_it_was_trained_on() -> None:
+    """train.py fits every fold from one config: each fold's checkpoints store that fold, not the default."""
+    cfg = OmegaConf.create({"model": {"lnet": 8}, "data": {"fold": 0, "size": "${model.lnet}"}})
+    checkpoint: dict = {}
+    ConfigInCheckpoint(cfg, fold=2).on_save_checkpoint(None, None, checkpoint)
+    assert checkpoint[CONFIG_KEY]["data"] == {"fold": 2, "size": 8} and cfg.data.fold == 0
+    ConfigInCheckpoint(cfg).on_save_checkpoint(None, None, checkpoint)
+    assert checkpoint[CONFIG_KEY]["data"]["fold"] == 0
 
 
 def test_weak_predictions_equal_a_forward_pass_on_the_training_size(weak_run: Path, images, tmp_path: Path) -> None:

@@ -89,6 +89,17 @@ def test_summary_of_hand_written_jobs_has_exact_means_and_stds(hand_sweep: Path)
     assert summary.plot_path is not None and summary.plot_path.stat().st_size > 1000
 
 
+def test_summary_columns_are_every_jobs_report_columns(tmp_path: Path) -> None:
+    """A sweep over two experiments: each job's report columns reach the table, the first job's first."""
+    sweep = tmp_path / "mixed"
+    write_job(sweep, 0, ["experiment=demo"], [{"ap": 0.9, "false_calls": 2, "n_images": 10}])
+    write_job(sweep, 1, ["experiment=cluster_demo"], [{"acc": 0.8, "nmi": 0.5, "n_images": 10}],
+              columns=("acc", "nmi", "not_in_any_fold"))
+    md = write_summary(sweep, plot=False).md_path.read_text()
+    assert "| experiment | jobs | folds | ap | false_calls | acc | nmi |" in md
+    assert "n_images" not in md and "not_in_any_fold" not in md
+
+
 def test_summary_choices_x_axis_labels_and_cli(hand_sweep: Path, tmp_path: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     jobs = load_jobs(hand_sweep)

@@ -34,6 +34,15 @@ def test_shared_layers_and_lnet_use_mirror_padding_dnet_does_not() -> None:
     assert kernels == [(5, 5), (5, 5), (15, 15), (1, 1)]  # Table 2
 
 
+def test_lnet_wide_kernel_is_configurable_and_keeps_the_heatmap_size() -> None:
+    net = WeakDefectNet(lnet_wide=16, lnet_kernel=5).eval()
+    kernels = [c.kernel_size for c in net.lnet.modules() if isinstance(c, nn.Conv2d)]
+    assert kernels == [(5, 5), (5, 5), (5, 5), (1, 1)]
+    with torch.no_grad():
+        heatmap, _ = net(torch.rand(1, 1, 96, 40))
+    assert heatmap.shape == (1, 1, 12, 5)
+
+
 def test_reflect_padding_mirrors_the_border() -> None:
     """A 5x5 mirror-padded convolution of a left-right ramp sees the mirrored ramp at the border."""
     conv = nn.Conv2d(1, 1, 5, bias=False)

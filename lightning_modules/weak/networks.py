@@ -134,11 +134,11 @@ class DecisionNet(nn.Module):
 class WeakDefectNet(nn.Module):
     """Trunk + LNet + DNet. ``forward`` returns the heat map H (N,1,h,w) in [0,1] and DNet's logits (N,)."""
 
-    def __init__(self, in_channels: int = 1, norm: str = "batch", lnet_wide: int = 512,
+    def __init__(self, in_channels: int = 1, norm: str = "batch", lnet_wide: int = 512, lnet_kernel: int = 15,
                  trunk_widths: Sequence[Sequence[int]] = TRUNK_WIDTHS) -> None:
         super().__init__()
         self.trunk = SharedTrunk(in_channels, trunk_widths, norm)
-        self.lnet = LocalizationNet(self.trunk.out_channels, wide=lnet_wide, norm=norm)
+        self.lnet = LocalizationNet(self.trunk.out_channels, wide=lnet_wide, wide_kernel=lnet_kernel, norm=norm)
         self.dnet = DecisionNet(self.trunk.out_channels, norm=norm)
 
     def localize(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
