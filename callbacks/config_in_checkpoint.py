@@ -18,8 +18,9 @@ from omegaconf.errors import OmegaConfBaseException
 
 #: the checkpoint key the config is stored under
 CONFIG_KEY = "defect_lab_config"
-#: bumped when what is stored under :data:`CONFIG_KEY` changes meaning
-CONFIG_VERSION = 1
+#: bumped when what is stored under :data:`CONFIG_KEY` changes meaning (2: ``data.fold`` is the fold the
+#: checkpoint was trained on; in 1 it was the config's default)
+CONFIG_VERSION = 2
 
 
 def plain_sections(config: Mapping | DictConfig, keys: Sequence[str]) -> dict[str, Any]:
@@ -40,7 +41,7 @@ def plain_sections(config: Mapping | DictConfig, keys: Sequence[str]) -> dict[st
 
 
 class ConfigInCheckpoint(L.Callback):
-    """Put ``checkpoint["defect_lab_config"] = {"version": 1, "model": {...}, "data": {...}}`` into every
+    """Put ``checkpoint["defect_lab_config"] = {"version": 2, "model": {...}, "data": {...}}`` into every
     checkpoint the trainer saves (``ModelCheckpoint``, ``StageCheckpoint``, ``trainer.save_checkpoint``).
 
     The sections are converted (and resolved) once, at construction, so build it inside the Hydra app:
