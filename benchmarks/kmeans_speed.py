@@ -57,7 +57,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=200)
     parser.add_argument("--k", type=int, default=6)
     parser.add_argument("--pca", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=9)
     args = parser.parse_args()
     start = time.perf_counter()
     features, targets, source = neu_features(args)

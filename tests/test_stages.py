@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import warnings
 from functools import partial
 from pathlib import Path
 
@@ -129,3 +131,38 @@ def test_stage_rates_scale_with_the_optimizer_configs_lr() -> None:
     optimizer = adam.configure_optimizers()["lr_scheduler"]["scheduler"].optimizer
     assert isinstance(optimizer, torch.optim.Adam)
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.01 * TINY_STAGES[0]["lr"])
+
+
+class RecordQ(L.Callback):
+    def __init__(self) -> None:
+        self.q: list[tuple[float, float]] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        metrics = trainer.callback_metrics
+        if float(metrics["train/stage"]) == 1:
+            self.q.append((float(metrics["train/q_defective"]), float(metrics["train/q_clean"])))
+
+
+@pytest.mark.parametrize("bias", [-30.0, 0.0])
+def test_a_stage_ending_with_a_dark_lnet_warns_and_q_is_logged(kolektor_root: Path, tmp_path: Path,
+                                                               bias: float) -> None:
+    """Q of defective and clean images is logged each weak step; a heat map dark on the defective images at
+    the end of stage 1 (the weak loss's trivial minimum) warns. lr 0 keeps the forced heat map as it is."""
+    torch.manual_seed(0)
+    stages = [{"name": "localization", "iterations": 4, "lr": 0.0, "train": ["trunk", "lnet"], "losses": ["weak"],
+               "alpha": "collaborative"},
+              {"name": "decision", "iterations": 1, "lr": 0.0, "train": ["dnet"], "losses": ["bce"]}]
+    model = tiny_module(stages=stages)
+    torch.nn.init.zeros_(model.net.lnet.head.weight)
+    torch.nn.init.constant_(model.net.lnet.head.bias, bias)
+    record = RecordQ()
+    trainer = tiny_trainer(tmp_path, [record], max_steps=5)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(model, datamodule=make_dm(kolektor_root, image_size=(64, 24)))
+    dark = [w for w in caught if "LNet's heat map dark" in str(w.message)]
+    expected_q = 1 / (1 + math.exp(-bias))
+    assert len(record.q) == 4 and all(q == pytest.approx((expected_q, expected_q), abs=1e-6) for q in record.q)
+    assert len(dark) == (1 if bias < 0 else 0)
+    if dark:
+        assert "'localization'" in str(dark[0].message) and "Q 0.0000" in str(dark[0].message)

@@ -9,13 +9,14 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_warn
 
 from evaluation.detection import DetectionMetrics, best_f1_threshold, detection_summary
 from evaluation.pictures import save_heatmap_panel
 from evaluation.pixel import PixelMetrics
 from lightning_modules.weak.losses import collaborative_alpha, weak_loss
 from lightning_modules.weak.networks import WeakDefectNet
-from lightning_modules.weak.stages import PARTS, StagePlan
+from lightning_modules.weak.stages import PARTS, Stage, StagePlan
 
 PAPER_STAGES: list[dict] = [
     {"name": "localization", "iterations": 750, "lr": 0.1, "train": ["trunk", "lnet"], "losses": ["weak"],
@@ -24,6 +25,10 @@ PAPER_STAGES: list[dict] = [
      "losses": ["bce"]},
     {"name": "joint", "iterations": 300, "lr": 0.001, "train": ["trunk", "lnet", "dnet"], "losses": ["bce", "weak"]},
 ]
+
+
+#: a mean heat map (Q) below this on the defective images at the end of a weak-loss stage: LNet went dark
+DARK_LNET_Q = 0.05
 
 
 class WeakDetectionModule(L.LightningModule):
@@ -79,6 +84,7 @@ class WeakDetectionModule(L.LightningModule):
         self.plan = StagePlan(stages if stages is not None else PAPER_STAGES)
         self._frozen_cache: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
         self._cache_stage = -1
+        self._q_defective: list[float] = []  # Q of the defective images over the current weak stage's last steps
         self.fold_result: dict[str, Any] = {}
         self._reset_test_metrics()
 
@@ -112,6 +118,34 @@ class WeakDetectionModule(L.LightningModule):
         if stage.alpha == "collaborative":
             return collaborative_alpha(local_step, stage.iterations, self.hparams.alpha_init, self.hparams.alpha_every)
         return self.hparams.alpha_init
+
+    def _watch_heatmap(self, heatmap: torch.Tensor, labels: torch.Tensor, stage: Stage, local: int) -> dict:
+        """Q (the mean heat map, Eq. 3-4) of the batch's defective and defect-free images, for the logs; at the
+        end of a weak-loss stage, warn when LNet has gone dark on the defective images.
+
+        The weak loss has a trivial minimum: a heat map dark everywhere pays nothing on defect-free images and
+        little on defective ones (Eq. 3 is 0 at Q = 0, and the sigmoid's gradient vanishes there). A stage
+        that ends there leaves DNet no localization to attend to (seen on real KolektorSDD: test AP 0.27).
+        """
+        q = heatmap.detach().flatten(1).mean(dim=1)
+        defective = labels > 0.5
+        logs = {}
+        if local == 0:
+            self._q_defective = []
+        if defective.any():
+            logs["q_defective"] = q[defective].mean()
+            self._q_defective = [*self._q_defective, float(logs["q_defective"])][-max(1, stage.iterations // 10):]
+        if (~defective).any():
+            logs["q_clean"] = q[~defective].mean()
+        if local == stage.iterations - 1 and self._q_defective:
+            mean_q = sum(self._q_defective) / len(self._q_defective)
+            if mean_q < DARK_LNET_Q:
+                rank_zero_warn(
+                    f"stage {stage.name!r} ended with LNet's heat map dark on the defective training images (mean "
+                    f"Q {mean_q:.4f} over its last {len(self._q_defective)} steps; the weak loss wants 0.5): the "
+                    "weak loss fell into its trivial minimum and the decision net will learn little. Try another "
+                    "seed, a lower learning rate for this stage, or trainer.gradient_clip_val.")
+        return logs
 
     def _augmentation(self, step: int) -> tuple[int, bool, bool]:
         """(quarter turns, horizontal flip, vertical flip) of the batch at ``step``: a function of the step
@@ -162,6 +196,7 @@ class WeakDetectionModule(L.LightningModule):
             lw = weak_loss(heatmap, labels, alpha)
             loss = loss + lw
             logs.update({"alpha": alpha, "loss_weak": lw.detach()})
+            logs.update(self._watch_heatmap(heatmap, labels, stage, local))
         if "bce" in stage.losses:
             if "dnet" not in stage.train:
                 features = features.detach()
