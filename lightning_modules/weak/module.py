@@ -144,7 +144,7 @@ class WeakDetectionModule(L.LightningModule):
                     f"stage {stage.name!r} ended with LNet's heat map dark on the defective training images (mean "
                     f"Q {mean_q:.4f} over its last {len(self._q_defective)} steps; the weak loss wants 0.5): the "
                     "weak loss fell into its trivial minimum and the decision net will learn little. Try another "
-                    "seed, a lower learning rate for this stage, or trainer.gradient_clip_val.")
+                    "seed.")
         return logs
 
     def _augmentation(self, step: int) -> tuple[int, bool, bool]:
