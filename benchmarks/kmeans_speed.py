@@ -6,7 +6,8 @@ Features: every NEU image through a ``convnextv2_atto`` backbone (random initial
 names a trained ClusteringModule checkpoint). Timed, median of ``--repeats``: the shared preprocessing
 (PCA-whitening, L2; ``preprocess_s``), each backend's k-means on the preprocessed features (``faiss_s``,
 ``sklearn_minibatch_s``: the clustering time compared), and both together as the FaissKMeans callback runs
-them (``*_with_preprocess_s``). Writes ``benchmarks/results/kmeans_speed.json``.
+them (``*_with_preprocess_s``); ACC and NMI are those of the last repeat's assignment.
+Writes ``benchmarks/results/kmeans_speed.json``.
 """
 
 from __future__ import annotations
