@@ -129,7 +129,7 @@ class WeakDetectionModule(L.LightningModule):
         """
         q = heatmap.detach().flatten(1).mean(dim=1)
         defective = labels > 0.5
-        logs = {}
+        logs: dict[str, torch.Tensor] = {}
         if local == 0:
             self._q_defective = []
         if defective.any():
