@@ -31,6 +31,9 @@ from torch import nn
 
 from callbacks.config_in_checkpoint import CONFIG_KEY
 
+#: the first version of the stored config whose ``data.fold`` is the fold the checkpoint was trained on
+FOLD_STORED_FROM_VERSION = 2
+
 log = logging.getLogger(__name__)
 
 _FOLD = re.compile(r"^fold(\d+)$")
@@ -51,7 +54,9 @@ class TrainedModel:
         config_source: where the config came from (``"checkpoint"`` or a file path).
         checkpoint: the checkpoint file.
         run_dir: the run folder (holding ``.hydra/``), when found.
-        fold: the fold the checkpoint belongs to (a ``fold<k>`` folder in its path), when found.
+        fold: the fold the checkpoint belongs to: a ``fold<k>`` folder in its path, else the ``data.fold`` stored
+            in the checkpoint by ``ConfigInCheckpoint`` (version 2 on; in version 1 it was only the config's
+            default), else ``None``.
     """
 
     module: L.LightningModule
@@ -106,6 +111,16 @@ def fold_of(checkpoint: Path) -> int | None:
         if match:
             return int(match[1])
     return None
+
+
+def stored_fold(checkpoint: dict[str, Any]) -> int | None:
+    """The fold stored in the checkpoint's config (``data.fold``), where its version says it is the trained
+    fold; ``None`` otherwise."""
+    stored = checkpoint.get(CONFIG_KEY) or {}
+    fold = (stored.get("data") or {}).get("fold")
+    if stored.get("version", 1) < FOLD_STORED_FROM_VERSION or not isinstance(fold, int):
+        return None
+    return fold
 
 
 def _section(cfg: DictConfig, key: str) -> Any:
@@ -176,6 +191,9 @@ def load_trained_model(ckpt_path: str | Path, config_path: str | Path | None = N
     size = data_cfg.get("image_size")
     config_file = Path(source) if source != "checkpoint" else find_run_config(path)
     run_dir = config_file.parent.parent if config_file is not None else None
+    fold = fold_of(path)
+    if fold is None:
+        fold = stored_fold(checkpoint)
     return TrainedModel(module=module, model_config=model_cfg,
                         image_size=(int(size[0]), int(size[1])) if size is not None else None,
-                        config_source=source, checkpoint=path, run_dir=run_dir, fold=fold_of(path))
+                        config_source=source, checkpoint=path, run_dir=run_dir, fold=fold)

@@ -96,6 +96,20 @@ def test_checkpoint_config_names_the_fold_it_was_trained_on() -> None:
     assert checkpoint[CONFIG_KEY]["data"]["fold"] == 0
 
 
+@pytest.mark.parametrize(("version", "expected"), [(2, 2), (1, None)])
+def test_a_checkpoint_moved_out_of_its_fold_folder_keeps_its_stored_fold(
+        weak_run: Path, tmp_path: Path, version: int, expected: int | None) -> None:
+    """Without a fold<k> folder in the path, the fold comes from the stored data.fold, but only from version 2
+    on (version 1 stored the config's default fold, not the trained one)."""
+    checkpoint = torch.load(weak_run, map_location="cpu", weights_only=True)
+    checkpoint[CONFIG_KEY]["data"]["fold"] = 2
+    checkpoint[CONFIG_KEY]["version"] = version
+    moved = tmp_path / "shipped" / "model.ckpt"
+    moved.parent.mkdir()
+    torch.save(checkpoint, moved)
+    assert load_trained_model(moved).fold == expected
+
+
 def test_weak_predictions_equal_a_forward_pass_on_the_training_size(weak_run: Path, images, tmp_path: Path) -> None:
     folder, names = images
     rows = predict.run(predict_cfg(weak_run, folder, tmp_path))
