@@ -47,6 +47,15 @@ def test_paper_experiment_has_the_paper_settings() -> None:
     assert list(cfg.folds) == [0, 1, 2]
 
 
+@pytest.mark.parametrize("dataset", ["dagm", "severstal", "folder"])
+def test_the_weak_experiment_keeps_another_datasets_own_size(dataset: str) -> None:
+    """experiment=weak_kolektor data=<other> takes that dataset's image size, not KolektorSDD's 1408x512."""
+    own = compose_cfg([f"data={dataset}"]).data.image_size
+    cfg = compose_cfg(["experiment=weak_kolektor", f"data={dataset}"])
+    assert list(cfg.data.image_size) == list(own) != [1408, 512]
+    assert cfg.data.pairs_per_batch == 1
+
+
 def test_overrides_reach_the_objects(kolektor_root: Path) -> None:
     cfg = compose_cfg(["experiment=weak_kolektor", "data.num_defective=10", "optimizer=adam", "trainer=cpu",
                        f"data.root={kolektor_root}"])
