@@ -5,6 +5,9 @@ On disk::
     <root>/<class>/<image>.{png,jpg,jpeg,bmp,tif,tiff}     (extensions compared case-insensitively)
     <masks_root>/<class>/<image stem>.{png,...}            (optional; any of the same extensions)
 
+``masks_root`` defaults to ``<root>/masks`` where that folder exists (so masks never become a class of
+their own); a ``masks_root`` that is set must exist.
+
 Classes are the sub-folders of ``root`` (hidden ones and ``masks_root`` itself skipped) sorted by name;
 ``target`` is the class index. Images of ``defect_free_class`` (default ``good``) get ``label`` 0, all
 others 1 (all of them when no class has that name). Each image is its own group, named
@@ -48,10 +51,25 @@ def find_mask(masks_root: Path, class_name: str, stem: str) -> Path | None:
     return sorted(matches)[0] if matches else None
 
 
+#: the mask tree's folder inside ``root`` that is used when no ``masks_root`` is given
+DEFAULT_MASKS = "masks"
+
+
+def resolve_masks_root(root: str | Path, masks_root: str | Path | None) -> Path | None:
+    """The mask tree: ``masks_root`` (which must exist), else ``<root>/masks`` where it exists, else ``None``."""
+    if masks_root is not None:
+        masks = Path(masks_root)
+        if not masks.is_dir():
+            raise DatasetError(f"mask folder {masks} (data.masks_root) does not exist")
+        return masks
+    default = Path(root) / DEFAULT_MASKS
+    return default if default.is_dir() else None
+
+
 def list_folder_samples(root: str | Path, defect_free_class: str | None = "good",
                         masks_root: str | Path | None = None) -> list[Sample]:
     """Every image under ``root/<class>/`` (see the module docstring); an empty class folder is an error."""
-    masks = Path(masks_root) if masks_root is not None else None
+    masks = resolve_masks_root(root, masks_root) if Path(root).is_dir() else None
     samples = []
     for target, folder in enumerate(class_folders(root, exclude=masks)):
         images = image_files(folder)
@@ -70,7 +88,7 @@ class FolderDataModule(DefectDataModule):
 
     Args:
         defect_free_class: the class folder whose images are defect-free (label 0).
-        masks_root: the root of the mirrored mask tree, or ``None`` for no masks.
+        masks_root: the root of the mirrored mask tree; ``None``: ``<root>/masks`` where it exists, else none.
         **kwargs: see :class:`DefectDataModule`.
     """
 
@@ -86,7 +104,8 @@ class FolderDataModule(DefectDataModule):
     @property
     def classes(self) -> list[str]:
         """The class names in target order: the class folders under the dataset folder, sorted."""
-        return [p.name for p in class_folders(self.dataset_dir, exclude=self.masks_root)]
+        masks = resolve_masks_root(self.dataset_dir, self.masks_root) if Path(self.dataset_dir).is_dir() else None
+        return [p.name for p in class_folders(self.dataset_dir, exclude=masks)]
 
     def list_samples(self) -> list[Sample]:
         return list_folder_samples(self.dataset_dir, self.defect_free_class, self.masks_root)

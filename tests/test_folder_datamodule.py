@@ -104,6 +104,19 @@ def test_masks_root_inside_root_is_not_a_class(tmp_path: Path) -> None:
     assert [s.mask is not None for s in dm.list_samples()] == [False, True]
 
 
+def test_masks_folder_inside_root_is_found_without_configuring_it(tmp_path: Path) -> None:
+    """data=folder data.root=<root> with <root>/masks: masks read from it, and it is not a class."""
+    root = tmp_path / "data"
+    write_folder(root, classes=("good", "hole"), per_class=2, masks_root=root / "masks")
+    dm = make_dm(root)
+    assert dm.classes == ["good", "hole"]
+    samples = dm.list_samples()
+    assert [s.mask.relative_to(root).as_posix() if s.mask else None for s in samples] == [
+        None, None, "masks/hole/000.png", "masks/hole/001.png"]
+    with pytest.raises(DatasetError, match="elsewhere.*does not exist"):
+        list_folder_samples(root, masks_root=tmp_path / "elsewhere")
+
+
 def test_empty_class_folder_is_named(tmp_path: Path) -> None:
     root = write_folder(tmp_path / "data", classes=("good",), per_class=1)
     (root / "stain").mkdir()
