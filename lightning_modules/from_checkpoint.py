@@ -157,6 +157,8 @@ def build_module(model_config: dict[str, Any]) -> L.LightningModule:
     overrides: dict[str, Any] = {"optimizer": None}
     if "checkpoint_path" in model_config:
         overrides["checkpoint_path"] = None
+    if isinstance(model_config.get("backbone"), dict):
+        overrides["backbone"] = {**model_config["backbone"], "checkpoint_path": None}
     return instantiate(model_config, **overrides, _convert_="all")
 
 

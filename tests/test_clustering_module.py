@@ -14,6 +14,7 @@ import lightning as L
 import pytest
 import timm
 import torch
+from hydra.utils import instantiate
 from lightning.pytorch.loggers import CSVLogger
 
 from callbacks import FaissKMeans
@@ -21,8 +22,9 @@ from datamodules import NEUDataModule
 from datamodules.synthetic import write_neu_cls
 from datamodules.views import MultiCropViews
 from evaluation.clustering import clustering_summary
-from lightning_modules.cluster import ClusteringModule, create_backbone
+from lightning_modules.cluster import ClusteringModule, backbone_from_config, create_backbone
 from tests.conftest import PROJECT_ROOT
+from tests.helpers import compose_cfg
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +54,22 @@ def test_backbone_from_a_local_checkpoint_adapts_rgb_weights_to_grayscale(tmp_pa
     assert torch.equal(gray.stages[0].blocks[0].conv_dw.weight, rgb.stages[0].blocks[0].conv_dw.weight)
     with pytest.raises(FileNotFoundError, match="missing.pth"):
         create_backbone("convnextv2_atto", checkpoint_path=str(tmp_path / "missing.pth"))
+
+
+def test_backbone_config_node_and_plain_name(tmp_path: Path) -> None:
+    """model.backbone.checkpoint_path=<file> loads those weights; model.backbone=<name> (a plain string) still
+    works; an unknown key in the node is named."""
+    rgb = timm.create_model("convnextv2_atto", pretrained=False, num_classes=10, in_chans=3)
+    path = tmp_path / "atto.pth"
+    torch.save(rgb.state_dict(), path)
+    cfg = compose_cfg(["experiment=cluster_neu_cpu", f"model.backbone.checkpoint_path={path}"])
+    model = instantiate(cfg.model, optimizer=None, _convert_="all")
+    assert model.hparams.backbone == {"name": "convnextv2_atto", "checkpoint_path": str(path), "drop_path_rate": 0.0}
+    assert torch.equal(model.backbone.stages[0].blocks[0].conv_dw.weight, rgb.stages[0].blocks[0].conv_dw.weight)
+    plain = instantiate(compose_cfg(["experiment=cluster_neu_cpu", "model.backbone=resnet18"]).model, optimizer=None)
+    assert type(plain.backbone).__name__ == "ResNet"
+    with pytest.raises(ValueError, match="unknown: pretrained"):
+        backbone_from_config({"name": "convnextv2_atto", "pretrained": True})
 
 
 def test_fit_reassigns_pseudo_labels_every_k_steps_and_tests(neu_root: Path, tmp_path: Path) -> None:

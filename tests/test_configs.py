@@ -67,7 +67,7 @@ def test_overrides_reach_the_objects(kolektor_root: Path) -> None:
 
 def test_cluster_paper_experiment_settings() -> None:
     cfg = compose_cfg(["experiment=cluster_neu"])
-    assert cfg.model.backbone == "convnextv2_tiny" and cfg.model.num_clusters == 6
+    assert cfg.model.backbone.name == "convnextv2_tiny" and cfg.model.num_clusters == 6
     assert (cfg.data.views.global_size, cfg.data.views.local_size) == (200, 96)
     assert (cfg.data.views.n_global, cfg.data.views.n_local) == (2, 6)
     assert cfg.optimizer._target_ == "torch.optim.RAdam"

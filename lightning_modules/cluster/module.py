@@ -19,14 +19,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from evaluation.clustering import ClusteringMetrics, clustering_summary, contingency, hungarian_mapping
-from lightning_modules.cluster.backbone import create_backbone
+from lightning_modules.cluster.backbone import backbone_from_config
 
 
 class ClusteringModule(L.LightningModule):
     """Backbone + linear head over ``num_clusters`` pseudo-classes.
 
     Args:
-        backbone: a timm model name (``convnextv2_tiny`` is the paper's; ``convnextv2_atto`` suits a CPU).
+        backbone: a timm model name (``convnextv2_tiny`` is the paper's; ``convnextv2_atto`` suits a CPU), or a
+            node ``{name, checkpoint_path, drop_path_rate}`` (the ``model.backbone`` config); see
+            :func:`~lightning_modules.cluster.backbone.backbone_from_config`.
+        checkpoint_path, drop_path_rate: used where ``backbone`` does not set them (older configs).
         num_clusters: K, the number of k-means clusters and head outputs.
         num_classes: true classes, for evaluation only (defaults to ``num_clusters``).
         defect_free_class: the true class that is defect-free, if any (enables MDR, FDR, EACC).
@@ -39,7 +42,7 @@ class ClusteringModule(L.LightningModule):
     def __init__(
         self,
         optimizer: Callable[..., torch.optim.Optimizer],
-        backbone: str = "convnextv2_tiny",
+        backbone: str | Mapping[str, Any] = "convnextv2_tiny",
         num_clusters: int = 6,
         num_classes: int | None = None,
         defect_free_class: int | None = None,
@@ -55,7 +58,7 @@ class ClusteringModule(L.LightningModule):
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer"])
         self.optimizer_factory = optimizer
-        self.backbone = create_backbone(backbone, in_chans, checkpoint_path, drop_path_rate)
+        self.backbone = backbone_from_config(backbone, in_chans, checkpoint_path, drop_path_rate)
         self.head = nn.Linear(self.backbone.num_features, num_clusters)
         self.fold_result: dict[str, Any] = {}
         self._reset_test_metrics()
