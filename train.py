@@ -26,6 +26,7 @@ from callbacks.config_in_checkpoint import ConfigInCheckpoint
 from evaluation.gathering import FoldResultWriter, load_fold_result
 from evaluation.report import write_report
 from evaluation.run_info import run_info
+from workflow.class_counts import fill_class_counts
 from workflow.config_tree import print_config_tree
 from workflow.loggers import build_loggers, finish, set_fold
 
@@ -47,8 +48,10 @@ def build_callbacks(cfg: DictConfig, fold_dir: Path) -> list[L.Callback]:
 def build_fold(
     cfg: DictConfig, fold: int, fold_dir: Path, loggers: list[Logger] | None = None
 ) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
-    """The datamodule, model and trainer of one fold, all from config; ``loggers`` are the job's."""
+    """The datamodule, model and trainer of one fold, all from config; ``loggers`` are the job's. Class counts
+    the model config leaves null come from the data (:mod:`workflow.class_counts`)."""
     datamodule = instantiate(cfg.data, fold=fold)
+    cfg = fill_class_counts(cfg, datamodule)
     model = instantiate(cfg.model, optimizer=instantiate(cfg.optimizer), _convert_="all")
     # <fold dir>/fold_result.pt (see run()); the config in every checkpoint (predict.py rebuilds the model)
     callbacks = [*build_callbacks(cfg, fold_dir), FoldResultWriter(), ConfigInCheckpoint(cfg, fold=fold)]

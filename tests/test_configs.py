@@ -10,11 +10,13 @@ from pathlib import Path
 import pytest
 from hydra.utils import instantiate
 
-from datamodules import DefectDataModule
+from datamodules import DefectDataModule, FolderDataModule
+from datamodules.synthetic import write_folder
 from lightning_modules.cluster import ClusteringModule
 from lightning_modules.weak import WeakDetectionModule
 from tests.conftest import PROJECT_ROOT
 from tests.helpers import compose_cfg
+from workflow.class_counts import fill_class_counts
 
 EXPERIMENTS = sorted(p.stem for p in (PROJECT_ROOT / "conf" / "experiment").glob("*.yaml"))
 
@@ -26,6 +28,10 @@ def test_every_experiment_composes_and_instantiates(experiment: str, tmp_path: P
     cfg = compose_cfg([f"experiment={experiment}", f"data.root={tmp_path}"])
     assert cfg.task_name == experiment
     dm = instantiate(cfg.data, fold=1)
+    if isinstance(dm, FolderDataModule):  # K and the defect-free class come from the class folders
+        write_folder(tmp_path, classes=("good", "scratch", "stain"), per_class=3)
+        cfg = fill_class_counts(cfg, dm)
+        assert (cfg.model.num_clusters, cfg.model.defect_free_class) == (3, 0)
     assert isinstance(dm, DefectDataModule) and dm.fold == 1
     model = instantiate(cfg.model, optimizer=instantiate(cfg.optimizer), _convert_="all")
     expected = ClusteringModule if experiment.startswith("cluster") else WeakDetectionModule

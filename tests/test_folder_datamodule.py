@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import collections
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +15,11 @@ import torch
 from hydra.utils import instantiate
 from PIL import Image
 
-from datamodules import DatasetError, FolderDataModule, list_folder_samples
+from datamodules import DatasetError, FolderDataModule, Sample, list_folder_samples
 from datamodules.synthetic import write_folder
+from tests.conftest import PROJECT_ROOT
 from tests.helpers import compose_cfg, fold_test_sets
+from workflow.class_counts import class_counts
 
 CLASSES = ("good", "scratch", "dent")
 PER_CLASS = 3
@@ -141,3 +147,38 @@ def test_config_instantiates(folder_data) -> None:
     dm = instantiate(cfg.data, fold=2)
     assert isinstance(dm, FolderDataModule) and dm.masks_root == masks
     assert len(dm.list_samples()) == 3 * PER_CLASS
+
+
+def test_class_counts_come_from_the_folders() -> None:
+    """K = the number of class folders; the defect-free class is the one whose images are all defect-free."""
+    def sample(target: int, label: int) -> Sample:
+        return Sample(name=f"{target}/{label}", image=Path("x.png"), label=label, group="g", target=target)
+
+    assert class_counts([sample(0, 1), sample(1, 0), sample(2, 1), sample(1, 0)]) == (3, 1)
+    assert class_counts([sample(0, 1), sample(1, 1)]) == (2, None)  # no defect-free class (NEU)
+    assert class_counts([sample(0, 0), sample(0, 1), sample(1, 1)]) == (2, None)  # mixed: none
+    with pytest.raises(DatasetError, match="no class targets"):
+        class_counts([sample(-1, 0)])
+
+
+@pytest.mark.slow
+def test_clustering_runs_on_a_users_folder(tmp_path: Path) -> None:
+    """experiment=cluster_folder_cpu data.root=<folder>: K from the folders, MDR/FDR/EACC against `good`."""
+    root = write_folder(tmp_path / "images", classes=("good", "scratch", "stain"), per_class=6,
+                        masks_root=tmp_path / "images" / "masks")
+    run_dir = tmp_path / "run"
+    overrides = [
+        "experiment=cluster_folder_cpu", f"data.root={root}", "data.image_size=[32,32]", "data.views.global_size=32",
+        "data.views.local_size=32", "data.views.n_local=2", "data.batch_size=6", "model.max_steps=4",
+        "model.warmup_steps=1", "callbacks.faiss_kmeans.every_n_steps=2", "callbacks.faiss_kmeans.pca_dim=4",
+        "folds=[0]", "logger=csv", f"hydra.run.dir={run_dir}",
+    ]
+    out = subprocess.run([sys.executable, "train.py", *overrides], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                         env={**os.environ, "WANDB_MODE": "offline"}, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    fold = json.loads((run_dir / "metrics.json").read_text())["folds"][0]
+    assert fold["n_images"] == 6 and {"mdr", "fdr", "eacc"} <= set(fold)
+    assert len(fold["confusion"]) == 3  # 3 clusters x 3 classes
+    assert abs(fold["eacc"] - (fold["acc"] + fold["fdr"])) < 1e-6
+    stored = torch.load(run_dir / "fold0" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert (stored["hyper_parameters"]["num_clusters"], stored["hyper_parameters"]["defect_free_class"]) == (3, 0)
