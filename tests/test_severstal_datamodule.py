@@ -11,6 +11,7 @@ import pytest
 from hydra.utils import instantiate
 
 from datamodules import DatasetError, SeverstalDataModule, list_severstal_samples
+from datamodules.rle import rle_decode, rle_encode
 from datamodules.samples import decode_sample
 from datamodules.severstal import read_steel_split
 from datamodules.synthetic import write_severstal
@@ -82,6 +83,18 @@ def test_two_classes(generated) -> None:
     assert sum(s.label for s in samples) == 4 * N_PER_CLASS + 2 * N_MULTI
     assert make_dm(root, num_classes=2).classes == ["defect_free", "defective"]
     assert make_dm(root).classes == ["defect_free", "class_1", "class_2", "class_3", "class_4"]
+
+
+def test_rle_is_one_indexed_and_column_major_by_hand() -> None:
+    """Hand-computed, not a round trip: pixel k (1-indexed) is row (k-1) % H, column (k-1) // H."""
+    expected = np.zeros((4, 5), dtype=bool)
+    expected[0:3, 0] = True  # pixels 1..3: column 0, rows 0-2
+    expected[1:3, 1] = True  # pixels 6..7: column 1, rows 1-2
+    assert np.array_equal(rle_decode("1 3 6 2", (4, 5)), expected)
+    assert rle_encode(expected) == "1 3 6 2"
+    steel = rle_decode("1 256 513 2 409599 2", (256, 1600))  # Severstal's 256x1600
+    assert steel[:, 0].all() and not steel[:, 1].any() and steel[0:2, 2].all() and steel.sum() == 256 + 2 + 2
+    assert steel[254:256, 1599].all()  # the last two pixels of the image
 
 
 def test_rle_decodes_to_the_union_of_the_generated_masks(generated) -> None:
