@@ -48,14 +48,15 @@ class FaissKMeans(L.Callback):
     Args:
         backend: a name in :data:`callbacks.kmeans.KMEANS_BACKENDS` ("faiss" or "sklearn_minibatch").
         pca_dim, whiten, l2_normalize: feature preprocessing before k-means.
-        niter, nredo, seed: k-means iterations, restarts and seed.
+        niter, nredo, seed: k-means iterations, restarts and seed; ``niter=None`` leaves each backend its own
+            default (faiss 20; MiniBatchKMeans 100, scikit-learn's ``max_iter``).
         freeze_after: no reassignment after this fraction of ``max_steps`` (1.0: reassign to the end).
         progress: progress bars for feature extraction and clustering (rank 0 only).
         score_against_truth: log ``cluster/{nmi,acc}_to_truth`` where true classes exist.
     """
 
     def __init__(self, num_clusters: int, every_n_steps: int = 100, backend: str = "faiss", pca_dim: int | None = 64,
-                 whiten: bool = True, l2_normalize: bool = True, niter: int = 20, nredo: int = 3,
+                 whiten: bool = True, l2_normalize: bool = True, niter: int | None = None, nredo: int = 3,
                  seed: int = 0, freeze_after: float = 1.0, progress: bool = True,
                  score_against_truth: bool = True) -> None:
         if not 0.0 < freeze_after <= 1.0:
@@ -66,8 +67,8 @@ class FaissKMeans(L.Callback):
         self.num_clusters = num_clusters
         self.every_n_steps = every_n_steps
         self.backend = backend
-        self.options = {"pca_dim": pca_dim, "whiten": whiten, "l2_normalize": l2_normalize, "niter": niter,
-                        "nredo": nredo}
+        self.options = {"pca_dim": pca_dim, "whiten": whiten, "l2_normalize": l2_normalize, "nredo": nredo,
+                        **({"niter": niter} if niter is not None else {})}
         self.seed = seed
         self.previous: torch.Tensor | None = None
         self.history: list[dict] = []

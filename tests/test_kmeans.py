@@ -19,6 +19,25 @@ def blobs(k: int = 4, n: int = 60, d: int = 16, seed: int = 0) -> tuple[np.ndarr
     return x, np.repeat(np.arange(k), n)
 
 
+@pytest.mark.parametrize(("niter", "max_iter"), [(None, 100), (20, 20)])
+def test_the_callback_leaves_minibatch_its_own_iterations(monkeypatch: pytest.MonkeyPatch, niter: int | None,
+                                                          max_iter: int) -> None:
+    """niter unset: MiniBatchKMeans keeps scikit-learn's max_iter (100), not faiss's 20; set: both take it."""
+    import sklearn.cluster
+
+    seen: dict = {}
+    real = sklearn.cluster.MiniBatchKMeans
+
+    def spy(**kwargs):  # noqa: ANN202 - a MiniBatchKMeans
+        seen.update(kwargs)
+        return real(**kwargs)
+
+    monkeypatch.setattr(sklearn.cluster, "MiniBatchKMeans", spy)
+    callback = FaissKMeans(num_clusters=4, backend="sklearn_minibatch", pca_dim=8, niter=niter)
+    cluster(blobs()[0], 4, callback.backend, seed=0, **callback.options)
+    assert seen["max_iter"] == max_iter and (seen["batch_size"], seen["reassignment_ratio"]) == (256, 0.01)
+
+
 @pytest.mark.parametrize("backend", sorted(KMEANS_BACKENDS))
 def test_backends_recover_separated_blobs(backend: str) -> None:
     x, y = blobs()

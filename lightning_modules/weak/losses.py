@@ -1,4 +1,10 @@
-"""The weak loss and the collaborative factor of Xu et al. (2020), Eq. 3-6."""
+"""The weak loss and the collaborative factor of Xu et al. (2020), Eq. 3-6.
+
+A choice where the paper is inconsistent: it refers to the training loss by both Eq. 5 and Eq. 6 in places.
+Here Eq. 5 is the loss (``alpha * L_neg + L_pos``, :func:`weak_loss`) and Eq. 6 the collaborative factor that
+schedules its ``alpha`` (:func:`collaborative_alpha`); stage 3 adds DNet's BCE to Eq. 5 with ``alpha`` fixed at
+``alpha_init``.
+"""
 
 from __future__ import annotations
 
