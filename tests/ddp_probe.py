@@ -16,13 +16,19 @@ class DDPProbe(L.Callback):
     """Record every training batch's image indices (and labels) per rank; at the end of ``fit`` gather them and
     the ranks' flattened weights (and pseudo-labels, for the clustering method), and write ``out`` (JSON) from
     rank 0: ``world_size``, ``same_weights``, ``same_pseudo_labels``, ``kmeans_sizes`` (a callback's ``history``),
-    ``batches`` ([rank][step] -> indices) and ``labels`` ([rank][step] -> labels)."""
+    ``batches`` ([rank][step] -> indices) and ``labels`` ([rank][step] -> labels). ``desync_rng``: rank 1 draws
+    extra random numbers before each step, so that anything drawn per rank afterwards differs between ranks."""
 
-    def __init__(self, out: str, label_key: str = "label") -> None:
+    def __init__(self, out: str, label_key: str = "label", desync_rng: bool = False) -> None:
         self.out = Path(out)
         self.label_key = label_key
+        self.desync_rng = desync_rng
         self.batches: list[list[int]] = []
         self.labels: list[list[float]] = []
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx) -> None:
+        if self.desync_rng and trainer.global_rank == 1:  # rank 1's random stream runs ahead of rank 0's
+            torch.rand(7)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
         self.batches.append(batch["index"].tolist())

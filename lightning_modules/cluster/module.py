@@ -89,8 +89,13 @@ class ClusteringModule(L.LightningModule):
 
     def reset_head(self) -> None:
         """Re-initialise the classifier after a reassignment (the clusters' order is arbitrary), with its
-        optimizer state (momentum, Adam moments) cleared."""
+        optimizer state (momentum, Adam moments) cleared. Under DDP rank 0's new head is broadcast: the ranks'
+        random generators need not be in step (random crops draw a varying count of numbers), and DDP only
+        averages gradients, so heads drawn apart would stay apart."""
         self.head.reset_parameters()
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            for p in self.head.parameters():
+                torch.distributed.broadcast(p.data, src=0)
         if self._trainer is not None and self.trainer.optimizers:
             for optimizer in self.trainer.optimizers:
                 for p in self.head.parameters():
