@@ -35,7 +35,10 @@ class WeakDetectionModule(L.LightningModule):
     """Trains :class:`WeakDefectNet` from image-level labels only; tests image and pixel metrics.
 
     One training batch is one iteration of the paper: defective and defect-free images together, one
-    optimizer step. The stage at global step ``s`` (see :class:`StagePlan`) decides which parts train
+    optimizer step. This is how the paper's "batch 1, defective and defect-free alternately" is read here:
+    Eq. 5 adds ``L_neg`` of a defect-free image and ``L_pos`` of a defective one into one loss, which needs
+    both in the step (one image per step would leave one of the two terms empty). Batch normalization then
+    sees the pair's two images. The stage at global step ``s`` (see :class:`StagePlan`) decides which parts train
     (the others are frozen: no gradient, batch-norm statistics fixed), the losses, and the learning rate
     (a per-step LambdaLR, so the optimizer from the ``optimizer`` config group only supplies the kind).
 
