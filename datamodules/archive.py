@@ -57,7 +57,9 @@ def extract_once(archive: Path, dest: Path) -> Path:
     """Extract ``archive`` into ``dest`` once; a marker file records a complete extraction.
 
     Extraction goes to a temporary folder beside ``dest`` that is renamed into place at the end, so an
-    interrupted extraction never leaves a half-filled ``dest``. Calling it again is a no-op.
+    interrupted extraction never leaves a half-filled ``dest``. Calling it again is a no-op. Processes that
+    extract at the same time (DDP ranks started each on its own) each extract to their own temporary folder;
+    the first rename wins and the others keep its result.
     """
     archive, dest = Path(archive), Path(dest)
     marker = dest / ".extracted"
@@ -77,9 +79,15 @@ def extract_once(archive: Path, dest: Path) -> Path:
                     raise DatasetError(f"archive {archive} has an unsafe path {member!r}")
             zf.extractall(tmp)
         (tmp / ".extracted").write_text(f"{archive.name} {sha256_of(archive)}\n")
-        if dest.exists():
-            dest.rmdir()
-        tmp.replace(dest)
+        if marker.exists():  # another process finished first
+            return dest
+        try:
+            if dest.exists():
+                dest.rmdir()
+            tmp.replace(dest)
+        except OSError:
+            if not marker.exists():
+                raise
     except zipfile.BadZipFile as err:
         raise DatasetError(f"archive {archive} is not a valid zip file: {err}") from err
     finally:

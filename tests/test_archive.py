@@ -80,6 +80,39 @@ def test_interrupted_extraction_leaves_no_half_written_root(tmp_path: Path) -> N
     assert not [p for p in tmp_path.iterdir() if ".partial." in p.name]
 
 
+@pytest.mark.parametrize("other_finishes", ["before_the_marker_check", "before_the_rename"])
+def test_a_concurrent_extraction_that_finishes_first_is_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             other_finishes: str) -> None:
+    """Two processes (DDP ranks started each on its own) extract the same zip: the one that renames second
+    keeps the first one's folder instead of failing, and leaves no temporary folder."""
+    archive = tmp_path / "data.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("top/a.txt", "mine")
+    dest = tmp_path / "out"
+    real_extractall, real_replace = zipfile.ZipFile.extractall, Path.replace
+
+    def other_process_done() -> None:
+        (dest / "top").mkdir(parents=True)
+        (dest / "top" / "a.txt").write_text("theirs")
+        (dest / ".extracted").write_text("data.zip\n")
+
+    def extract_then_other(self, path, *args, **kwargs):  # noqa: ANN001, ANN202
+        real_extractall(self, path, *args, **kwargs)
+        if other_finishes == "before_the_marker_check":
+            other_process_done()
+
+    def other_then_replace(self, target):  # noqa: ANN001, ANN202
+        if other_finishes == "before_the_rename" and Path(target) == dest:
+            other_process_done()
+        return real_replace(self, target)
+
+    monkeypatch.setattr(zipfile.ZipFile, "extractall", extract_then_other)
+    monkeypatch.setattr(Path, "replace", other_then_replace)
+    assert extract_once(archive, dest) == dest
+    assert (dest / "top" / "a.txt").read_text() == "theirs"
+    assert not [p for p in tmp_path.iterdir() if ".partial." in p.name]
+
+
 def test_unsafe_member_paths_are_refused(tmp_path: Path) -> None:
     archive = tmp_path / "evil.zip"
     with zipfile.ZipFile(archive, "w") as zf:
