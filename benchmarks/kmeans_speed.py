@@ -29,7 +29,7 @@ from callbacks.kmeans import KMEANS_BACKENDS, cluster, preprocess  # noqa: E402
 from datamodules import NEUDataModule  # noqa: E402
 from datamodules.base import DecodedDataset  # noqa: E402
 from evaluation.clustering import clustering_summary  # noqa: E402
-from evaluation.run_info import run_info  # noqa: E402
+from evaluation.run_info import require_clean_tree, run_info  # noqa: E402
 from lightning_modules.cluster import ClusteringModule, create_backbone  # noqa: E402
 
 
@@ -59,7 +59,9 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=6)
     parser.add_argument("--pca", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--allow-dirty", action="store_true", help="run even with uncommitted changes")
     args = parser.parse_args()
+    require_clean_tree("benchmarks/kmeans_speed.py", args.allow_dirty, ROOT)
     start = time.perf_counter()
     features, targets, source = neu_features(args)
     x = features.numpy()

@@ -4,7 +4,8 @@
         data.archive=../shared/datasets/KolektorSDD.zip
 
 The JSON holds the command, git commit, device, date, wall time and the run's ``metrics.json``
-(``metrics.pooled`` and ``metrics.folds``), copied from the run folder, never typed in.
+(``metrics.pooled`` and ``metrics.folds``), copied from the run folder, never typed in. A working tree with
+uncommitted changes is refused (the commit would not say what ran) unless ``--allow-dirty``.
 """
 
 from __future__ import annotations
@@ -21,14 +22,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from evaluation.run_info import run_info  # noqa: E402
+from evaluation.run_info import require_clean_tree, run_info  # noqa: E402
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("name")
     parser.add_argument("overrides", nargs="*")
-    args = parser.parse_args()
+    parser.add_argument("--allow-dirty", action="store_true",
+                        help="run even with uncommitted changes (the result's commit then ends in -dirty)")
+    args = parser.parse_args(argv)
+    require_clean_tree("benchmarks/run.py", args.allow_dirty, ROOT)
     run_dir = ROOT / "outputs" / "benchmarks" / f"{args.name}_{dt.datetime.now():%Y%m%d_%H%M%S}"
     command = [sys.executable, "train.py", *args.overrides, f"hydra.run.dir={run_dir}"]
     start = time.perf_counter()

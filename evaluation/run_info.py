@@ -21,6 +21,16 @@ def git_commit(cwd: str | Path | None = None) -> str:
         return "unknown"
 
 
+def require_clean_tree(script: str, allow_dirty: bool = False, cwd: str | Path | None = None) -> str:
+    """The commit of ``cwd``; ``SystemExit`` where the tree has uncommitted changes and not ``allow_dirty``: a
+    benchmark result must name the code that produced it."""
+    commit = git_commit(cwd)
+    if commit.endswith("-dirty") and not allow_dirty:
+        raise SystemExit(f"{script}: the working tree has uncommitted changes ({commit}): commit them first, so "
+                         "that the result names the code that produced it (or pass --allow-dirty)")
+    return commit
+
+
 def package_versions() -> dict[str, str]:
     versions = {}
     for name in PACKAGES:

@@ -1,0 +1,35 @@
+"""benchmarks/run.py refuses to record a result from a working tree with uncommitted changes."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+
+import pytest
+
+from evaluation.run_info import require_clean_tree
+from tests.conftest import PROJECT_ROOT
+
+
+def load_runner():  # noqa: ANN201 - the benchmarks/run.py module
+    spec = importlib.util.spec_from_file_location("benchmark_runner", PROJECT_ROOT / "benchmarks" / "run.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_dirty_tree_is_refused_before_anything_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    runner = load_runner()
+    monkeypatch.setattr("evaluation.run_info.git_commit", lambda cwd=None: "0123abc-dirty")
+    ran: list = []
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: ran.append(a))
+    with pytest.raises(SystemExit, match="uncommitted changes.*--allow-dirty"):
+        runner.main(["probe", "experiment=demo"])
+    assert not ran
+
+
+def test_a_clean_tree_passes_and_dirty_is_allowed_on_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("evaluation.run_info.git_commit", lambda cwd=None: "0123abc")
+    assert require_clean_tree("x") == "0123abc"
+    monkeypatch.setattr("evaluation.run_info.git_commit", lambda cwd=None: "0123abc-dirty")
+    assert require_clean_tree("x", allow_dirty=True) == "0123abc-dirty"
