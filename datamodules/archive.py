@@ -68,6 +68,8 @@ def extract_once(archive: Path, dest: Path) -> Path:
     if not archive.is_file():
         raise DatasetError(f"archive {archive} does not exist")
     if dest.exists() and any(dest.iterdir()):
+        if marker.exists():  # another process finished since the check above
+            return dest
         raise DatasetError(f"{dest} exists without a completed extraction of {archive}; remove it and retry")
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.partial."))
