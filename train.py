@@ -48,10 +48,8 @@ def build_callbacks(cfg: DictConfig, fold_dir: Path) -> list[L.Callback]:
 def build_fold(
     cfg: DictConfig, fold: int, fold_dir: Path, loggers: list[Logger] | None = None
 ) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
-    """The datamodule, model and trainer of one fold, all from config; ``loggers`` are the job's. Class counts
-    the model config leaves null come from the data (:mod:`workflow.class_counts`)."""
+    """The datamodule, model and trainer of one fold, all from config; ``loggers`` are the job's."""
     datamodule = instantiate(cfg.data, fold=fold)
-    cfg = fill_class_counts(cfg, datamodule)
     model = instantiate(cfg.model, optimizer=instantiate(cfg.optimizer), _convert_="all")
     # <fold dir>/fold_result.pt (see run()); the config in every checkpoint (predict.py rebuilds the model)
     callbacks = [*build_callbacks(cfg, fold_dir), FoldResultWriter(), ConfigInCheckpoint(cfg, fold=fold)]
@@ -108,6 +106,8 @@ def run(cfg: DictConfig) -> dict:
         raise ValueError(f"ckpt_path resumes one fold: also set folds=[<fold>] (got folds={folds})")
     # under DDP started per rank (trainer=ddp, Slurm) every rank runs this function; only rank 0 writes files
     rank_zero = rank_zero_only.rank == 0
+    # class counts the model config leaves null come from the data, once for every fold (workflow.class_counts)
+    cfg = fill_class_counts(cfg)
     info = run_info()
     (out_dir).mkdir(parents=True, exist_ok=True)
     if rank_zero:

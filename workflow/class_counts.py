@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 
+from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
 from datamodules.base import DefectDataModule
@@ -33,14 +34,17 @@ def class_counts(samples: Sequence[Sample]) -> tuple[int, int | None]:
     return max(targets) + 1, defect_free
 
 
-def fill_class_counts(cfg: DictConfig, datamodule: DefectDataModule) -> DictConfig:
-    """``cfg`` with the null :data:`CLASS_KEYS` of ``cfg.model`` filled from ``datamodule``'s samples (a copy;
-    ``cfg`` itself is left as it is, and returned unchanged where nothing is null). The data is made ready
-    first (``prepare_data``: an archive is extracted once)."""
+def fill_class_counts(cfg: DictConfig, datamodule: DefectDataModule | None = None) -> DictConfig:
+    """``cfg`` with the null :data:`CLASS_KEYS` of ``cfg.model`` filled from the samples of ``datamodule`` (by
+    default ``cfg.data``, built only when a key is null): a copy; ``cfg`` itself is left as it is, and returned
+    unchanged where nothing is null. The data is made ready first (``prepare_data``: an archive is extracted
+    once)."""
     model = cfg.get("model")
     missing = [k for k in CLASS_KEYS if model is not None and k in model and model[k] is None]
     if not missing:
         return cfg
+    if datamodule is None:
+        datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
     num_classes, defect_free = class_counts(datamodule.list_samples())
     values = {"num_clusters": num_classes, "num_classes": num_classes, "defect_free_class": defect_free}
