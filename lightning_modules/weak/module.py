@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -87,7 +88,8 @@ class WeakDetectionModule(L.LightningModule):
         self.plan = StagePlan(stages if stages is not None else PAPER_STAGES)
         self._frozen_cache: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
         self._cache_stage = -1
-        self._q_defective: list[float] = []  # Q of the defective images over the current weak stage's last steps
+        # Q of the defective images over the current weak stage's last tenth (detached tensors: no sync per step)
+        self._q_defective: deque[torch.Tensor] = deque()
         self.fold_result: dict[str, Any] = {}
         self._reset_test_metrics()
 
@@ -133,15 +135,16 @@ class WeakDetectionModule(L.LightningModule):
         q = heatmap.detach().flatten(1).mean(dim=1)
         defective = labels > 0.5
         logs: dict[str, torch.Tensor] = {}
-        if local == 0:
-            self._q_defective = []
+        window = max(1, stage.iterations // 10)
+        if local == 0 or self._q_defective.maxlen != window:
+            self._q_defective = deque(maxlen=window)
         if defective.any():
             logs["q_defective"] = q[defective].mean()
-            self._q_defective = [*self._q_defective, float(logs["q_defective"])][-max(1, stage.iterations // 10):]
+            self._q_defective.append(logs["q_defective"])
         if (~defective).any():
             logs["q_clean"] = q[~defective].mean()
         if local == stage.iterations - 1 and self._q_defective:
-            mean_q = sum(self._q_defective) / len(self._q_defective)
+            mean_q = float(torch.stack(list(self._q_defective)).mean())
             if mean_q < DARK_LNET_Q:
                 rank_zero_warn(
                     f"stage {stage.name!r} ended with LNet's heat map dark on the defective training images (mean "
