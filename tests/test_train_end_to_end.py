@@ -9,6 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import torch
+from torchmetrics.functional.classification import binary_average_precision
+
 from tests.conftest import PROJECT_ROOT
 
 
@@ -37,5 +41,16 @@ def test_demo_experiment_writes_the_report_and_beats_chance(tmp_path: Path) -> N
     for fold in range(3):
         assert (run_dir / f"fold{fold}" / "checkpoints" / "stage3-joint.ckpt").is_file()
         assert (run_dir / f"fold{fold}" / "predictions.csv").is_file()
+    # pooled metrics rank each fold's scores moved onto the shared scale (score_pooled), the raw ones are reported too
+    labels, shared = [], []
+    for fold in range(3):
+        with open(run_dir / f"fold{fold}" / "predictions.csv") as handle:
+            rows = list(csv.DictReader(handle))
+        labels += [int(r["label"]) for r in rows]
+        shared += [float(r["score_pooled"]) for r in rows]
+        assert isinstance(report["folds"][fold]["pool_offset"], float)
+    assert pooled["ap"] == pytest.approx(float(binary_average_precision(torch.tensor(shared), torch.tensor(labels))),
+                                         abs=1e-6)
+    assert {"ap_raw", "fp_at_full_recall_raw"} <= set(pooled)
     info = json.loads((run_dir / "run_info.json").read_text())
     assert {"commit", "packages", "device"} <= set(info)

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_warn
 
+from evaluation.calibration import clean_baseline_offset, shift_scores
 from evaluation.detection import DetectionMetrics, best_f1_threshold, detection_summary
 from evaluation.pictures import save_heatmap_panel
 from evaluation.pixel import PixelMetrics
@@ -43,8 +44,10 @@ class WeakDetectionModule(L.LightningModule):
     (the others are frozen: no gradient, batch-norm statistics fixed), the losses, and the learning rate
     (a per-step LambdaLR, so the optimizer from the ``optimizer`` config group only supplies the kind).
 
-    Testing takes two loaders: the training images (to fix a threshold without test data), then the
-    test images. The fold's results land in :attr:`fold_result`.
+    Testing takes two loaders: the training images (to fix a threshold without test data, and to measure the
+    model's defect-free baseline), then the test images. The fold's results land in :attr:`fold_result`; the
+    per-image ``score_pooled`` is the score on a scale shared by the folds (:mod:`evaluation.calibration`),
+    which :meth:`pool` ranks.
 
     Under DDP (``trainer=ddp``, ``W`` ranks) an iteration of the plan is one optimizer step with one batch
     per rank: ``W`` different balanced pairs per step (as ``data.pairs_per_batch=W`` in one process), for the
@@ -62,6 +65,9 @@ class WeakDetectionModule(L.LightningModule):
         rotate: random rotation by 0/90/180/270 degrees per batch (the paper's ablation).
         flip: random horizontal and vertical flips per batch (not in the paper).
         cache_frozen: while trunk and LNet are frozen, compute their outputs once per training image.
+        pool_clean_score: before pooling the folds, each fold's scores are shifted (in logit) so that the median
+            score of its defect-free *training* images is this (:mod:`evaluation.calibration`); ``None``
+            pools the raw scores. Per-fold metrics use the raw scores (a shift does not change their order).
         heatmap_dir: where test heat-map pictures go, under the trainer's ``default_root_dir`` (all
             defective test images, ``max_clean_pictures`` defect-free ones); ``None`` saves none.
     """
@@ -80,6 +86,7 @@ class WeakDetectionModule(L.LightningModule):
         max_clean_pictures: int = 4,
         pixel_thresholds: int = 200,
         lr_reference: float = 0.1,
+        pool_clean_score: float | None = 0.01,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net", "optimizer"])
@@ -275,19 +282,30 @@ class WeakDetectionModule(L.LightningModule):
         metrics = detection_summary(scores, labels, fixed_threshold=threshold)
         metrics.update(self.pixel_metrics.compute())
         metrics["train_ap"] = detection_summary(train_scores, train_labels).get("ap", float("nan"))
+        clean_score = self.hparams.get("pool_clean_score")
+        offset = 0.0
+        if clean_score is not None and (train_labels < 0.5).any():
+            offset = clean_baseline_offset(train_scores, train_labels, clean_score)
+        metrics["pool_offset"] = offset
         self.fold_result = {"metrics": metrics, "fixed_threshold": threshold,
-                            "per_image": {"ids": ids.cpu(), "label": labels.long().cpu(), "score": scores.cpu()}}
+                            "per_image": {"ids": ids.cpu(), "label": labels.long().cpu(), "score": scores.cpu(),
+                                          "score_pooled": shift_scores(scores, offset).float().cpu()}}
         self.log_dict({f"test/{k}": float(v) for k, v in metrics.items() if isinstance(v, int | float)},
                       rank_zero_only=True)
 
     @staticmethod
     def pool(fold_results: Sequence[Mapping[str, Any]]) -> dict:
-        """Pooled metrics over folds: AP, best-F1 false calls and FP@100% recall on all test predictions;
-        fixed-threshold false calls summed over folds (each fold keeps its own training-image threshold);
-        pixel metrics averaged over folds."""
-        scores = torch.cat([r["per_image"]["score"] for r in fold_results])
+        """Pooled metrics over folds: AP, best-F1 false calls and FP@100% recall on all test predictions, each
+        fold's on the shared scale (``score_pooled``, see ``pool_clean_score``), and the same on the raw scores
+        with the suffix ``_raw``; fixed-threshold false calls summed over folds (each fold keeps its own
+        training-image threshold); pixel metrics averaged over folds."""
         labels = torch.cat([r["per_image"]["label"] for r in fold_results])
-        pooled = detection_summary(scores, labels)
+        raw = torch.cat([r["per_image"]["score"] for r in fold_results])
+        shared = torch.cat([r["per_image"].get("score_pooled", r["per_image"]["score"]) for r in fold_results])
+        pooled = detection_summary(shared, labels)
+        raw_summary = detection_summary(raw, labels)
+        pooled.update({f"{key}_raw": raw_summary[key] for key in ("ap", "false_calls", "fp_at_full_recall")
+                       if key in raw_summary})
         pooled["false_calls_fixed"] = sum(r["metrics"].get("false_calls_fixed", 0) for r in fold_results)
         for key in ("pixel_auroc", "pixel_ap"):
             pooled[f"{key}_mean_over_folds"] = sum(r["metrics"][key] for r in fold_results) / len(fold_results)
