@@ -12,7 +12,7 @@ from evaluation.report import fmt  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 KEYS = {
-    "weak": ["ap", "false_calls", "false_calls_fixed", "fp_at_full_recall"],
+    "weak": ["ap", "false_calls", "false_calls_fixed", "fp_at_full_recall", "ap_raw", "fp_at_full_recall_raw"],
     "cluster": ["acc", "nmi", "mdr", "fdr", "eacc"],
 }
 
