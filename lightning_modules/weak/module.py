@@ -67,7 +67,8 @@ class WeakDetectionModule(L.LightningModule):
         cache_frozen: while trunk and LNet are frozen, compute their outputs once per training image.
         pool_clean_score: before pooling the folds, each fold's scores are shifted (in logit) so that the median
             score of its defect-free *training* images is this (:mod:`evaluation.calibration`); ``None``
-            pools the raw scores. Per-fold metrics use the raw scores (a shift does not change their order).
+            pools the raw scores (as does a fold without defect-free training images). Per-fold metrics use the
+            raw scores (a shift does not change their order).
         heatmap_dir: where test heat-map pictures go, under the trainer's ``default_root_dir`` (all
             defective test images, ``max_clean_pictures`` defect-free ones); ``None`` saves none.
     """
