@@ -55,6 +55,22 @@ def test_reflect_padding_mirrors_the_border() -> None:
     assert out[0, 0, 0, :3].tolist() == [2.0, 1.0, 0.0]  # mirrored, not zeros
 
 
+def test_bf16_autocast_runs_the_convolutions_in_bf16_and_the_outputs_in_float32() -> None:
+    """``trainer.precision=bf16-mixed``: the trunk is bf16 (the speed-up), heat map and logits stay float32."""
+    torch.manual_seed(0)
+    net = WeakDefectNet(lnet_wide=16).eval()
+    x = torch.rand(4, 1, 64, 32)
+    seen: list[torch.dtype] = []
+    net.trunk.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
+    with torch.no_grad():
+        heat32, logits32 = net(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            heat, logits = net(x)
+    assert seen == [torch.float32, torch.bfloat16]
+    assert heat.dtype == logits.dtype == torch.float32
+    assert torch.allclose(logits, logits32, atol=0.05) and torch.allclose(heat, heat32, atol=0.02)
+
+
 def test_rsam_is_features_times_heatmap_plus_features() -> None:
     features = torch.full((1, 2, 2, 2), 3.0)
     heatmap = torch.tensor([[[[0.0, 0.5], [1.0, 0.25]]]])

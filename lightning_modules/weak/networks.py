@@ -11,6 +11,8 @@ Choices where the paper is silent or inconsistent, stated once here:
   layer). We feed it the global average of the 256 DNet channels plus the global average and the global
   maximum of the heat map (258 inputs) and map them to one logit; the sigmoid of that logit is the
   defect probability.
+* Mixed precision (``trainer.precision=bf16-mixed``): the convolutions run in bfloat16, but LNet's 1x1 output
+  convolution, DNet's pooling and its fully connected layer run in float32 (:func:`in_float32`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,17 @@ from torch import nn
 
 #: Table 1 as used here: output channels of each convolution, one tuple per block ending in a max-pool
 TRUNK_WIDTHS: tuple[tuple[int, ...], ...] = ((32, 32), (64, 64, 64), (64, 64, 64, 64))
+
+
+def in_float32(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``layer(x)`` in float32, also inside an autocast region (mixed-precision training and testing).
+
+    bfloat16 keeps about 3 significant digits: the heat map would come out quantized and DNet's logits of
+    defect-free parts, which sit within ~0.1 of one value, would tie. The output layers are tiny, so float32
+    costs nothing there.
+    """
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        return layer(x.float())
 
 
 class MirrorPad(nn.Module):
@@ -95,7 +108,7 @@ class LocalizationNet(nn.Module):
         self.head = nn.Conv2d(wide, 1, 1)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(features))
+        return in_float32(self.head, self.body(features))
 
 
 class DecisionNet(nn.Module):
@@ -124,11 +137,12 @@ class DecisionNet(nn.Module):
         return features * heatmap + features
 
     def forward(self, features: torch.Tensor, heatmap: torch.Tensor) -> torch.Tensor:
-        x = self.body(self.rsam(features, heatmap))
+        x = self.body(self.rsam(features, heatmap)).float()  # pooled in float32 (see in_float32)
+        heatmap = heatmap.float()
         pooled = torch.cat(
             [x.mean(dim=(2, 3)), heatmap.mean(dim=(2, 3)), heatmap.amax(dim=(2, 3))], dim=1
         )
-        return self.fc(pooled).squeeze(1)
+        return in_float32(self.fc, pooled).squeeze(1)
 
 
 class WeakDefectNet(nn.Module):
