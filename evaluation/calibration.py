@@ -12,7 +12,7 @@ the defect-free ones (on those runs within 0.01 of the test median). :func:`shif
 that model by it, so that a defect-free training image's median score becomes ``clean_score`` in each fold.
 A shift of the logit keeps the order within a fold, so per-fold metrics do not change; only pooling does.
 Aligned baselines make the pooled ranking follow each fold's own ranking; that is not always a higher pooled AP
-than the raw scores give (``weak_kolektor_cpu.json``, float32: 0.972 aligned, 0.981 raw, with a weaker fold 2), which is
+than the raw scores give (``weak_kolektor_cpu_fp32.json``: 0.972 aligned, 0.981 raw, with a weaker fold 2), which is
 why the raw figures are reported too.
 """
 
