@@ -92,6 +92,28 @@ def test_resuming_mid_stage_continues_that_stage(kolektor_root: Path, tmp_path: 
     assert record.lrs[:2] == pytest.approx([0.01, 0.001])
 
 
+def test_bf16_mixed_precision_trains_three_stages_and_scores_in_float32(kolektor_root: Path, tmp_path: Path) -> None:
+    """``trainer.precision=bf16-mixed`` (the CPU preset): stage 2's feature cache holds bf16 maps, the frozen parts
+    stay put, and the test scores are float32 and distinct (bf16 logits of clean parts would tie)."""
+    torch.manual_seed(0)
+    model = tiny_module()
+    trainer = L.Trainer(accelerator="cpu", max_steps=12, max_epochs=-1, logger=False, precision="bf16-mixed",
+                        default_root_dir=str(tmp_path), enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=[StageCheckpoint()])
+    dm = make_dm(kolektor_root, image_size=(64, 24))
+    trainer.fit(model, datamodule=dm)
+    assert {f.dtype for f, _ in model._frozen_cache.values()} == {torch.bfloat16}
+    ckpts = tmp_path / "checkpoints"
+    stage1 = torch.load(ckpts / "stage1-localization.ckpt", weights_only=False)["state_dict"]
+    stage2 = torch.load(ckpts / "stage2-decision.ckpt", weights_only=False)["state_dict"]
+    assert all(torch.equal(v, stage2[k]) for k, v in params_of(stage1, "net.trunk.").items())
+    assert all(v.dtype == torch.float32 for v in stage2.values() if v.is_floating_point())
+    trainer.test(model, datamodule=dm, verbose=False)
+    scores = model.fold_result["per_image"]["score"]
+    assert scores.dtype == torch.float32 and bool(torch.isfinite(scores).all())
+    assert scores.unique().numel() == scores.numel()
+
+
 def test_rotation_option_trains_on_rotated_batches(kolektor_root: Path, tmp_path: Path) -> None:
     model = tiny_module(rotate=True)
     shapes: list[tuple[int, int]] = []
