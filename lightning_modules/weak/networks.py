@@ -32,7 +32,7 @@ def in_float32(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
     bfloat16 keeps about 3 significant digits: the heat map would come out quantized and DNet's logits of
     defect-free parts, which sit within ~0.1 of one value, would tie. The output layers are tiny, so float32
-    costs nothing there.
+    costs nothing there. Not scriptable (a module as an argument, autocast): callers skip it under TorchScript.
     """
     with torch.autocast(device_type=x.device.type, enabled=False):
         return layer(x.float())
@@ -108,7 +108,10 @@ class LocalizationNet(nn.Module):
         self.head = nn.Conv2d(wide, 1, 1)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return in_float32(self.head, self.body(features))
+        x = self.body(features)
+        if torch.jit.is_scripting():
+            return self.head(x)
+        return in_float32(self.head, x)
 
 
 class DecisionNet(nn.Module):
@@ -142,6 +145,8 @@ class DecisionNet(nn.Module):
         pooled = torch.cat(
             [x.mean(dim=(2, 3)), heatmap.mean(dim=(2, 3)), heatmap.amax(dim=(2, 3))], dim=1
         )
+        if torch.jit.is_scripting():
+            return self.fc(pooled).squeeze(1)
         return in_float32(self.fc, pooled).squeeze(1)
 
 
