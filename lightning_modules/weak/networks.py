@@ -140,8 +140,7 @@ class DecisionNet(nn.Module):
         return features * heatmap + features
 
     def forward(self, features: torch.Tensor, heatmap: torch.Tensor) -> torch.Tensor:
-        x = self.body(self.rsam(features, heatmap)).float()  # pooled in float32 (see in_float32)
-        heatmap = heatmap.float()
+        x = self.body(self.rsam(features, heatmap)).float()  # pooled in float32 (see in_float32); H already is
         pooled = torch.cat(
             [x.mean(dim=(2, 3)), heatmap.mean(dim=(2, 3)), heatmap.amax(dim=(2, 3))], dim=1
         )
