@@ -12,7 +12,7 @@ from torchmetrics.functional.clustering import normalized_mutual_info_score
 from tqdm.auto import tqdm
 
 from callbacks.kmeans import cluster
-from evaluation.clustering import clustering_summary
+from evaluation.clustering import clustering_summary, contingency, hungarian_mapping
 from evaluation.gathering import gather_unique
 
 
@@ -25,11 +25,22 @@ def truth_scores(assignment: torch.Tensor, targets: torch.Tensor | None, num_clu
     return {"nmi_to_truth": summary["nmi"], "acc_to_truth": summary["acc"]}
 
 
+def align_to(assignment: torch.Tensor, previous: torch.Tensor, num_clusters: int) -> torch.Tensor:
+    """``assignment`` with its cluster ids renamed to best match ``previous`` (the one-to-one renaming that keeps
+    the most images in a cluster of the same id: scipy's linear_sum_assignment on their contingency table)."""
+    mapping = hungarian_mapping(contingency(assignment, previous, num_clusters, num_clusters))
+    rename = torch.tensor([mapping[c] for c in range(num_clusters)], dtype=torch.long)
+    return rename[assignment]
+
+
 class FaissKMeans(L.Callback):
     """Every ``every_n_steps`` training steps (and before the first): extract the features of the whole
     training set with the evaluation transform, cluster them into ``num_clusters`` groups, hand the new
     assignment to the datamodule (``set_pseudo_labels``) and re-initialise the classifier head
-    (``reset_head``).
+    (``reset_head``), as the paper (and DeepCluster) do: k-means numbers its clusters arbitrarily.
+    With ``align_to_previous`` the new clusters are instead renamed to best match the previous assignment
+    (:func:`align_to`) and the head keeps learning: it need not relearn from nothing every ``every_n_steps``
+    (not in the paper; a help when the steps between reassignments are few, as on a CPU).
 
     Under DDP every rank extracts the features of its share of the images; they are gathered, rank 0
     clusters once, and the assignment is broadcast, so every rank trains on the same pseudo-labels.
@@ -53,17 +64,19 @@ class FaissKMeans(L.Callback):
         freeze_after: no reassignment after this fraction of ``max_steps`` (1.0: reassign to the end).
         progress: progress bars for feature extraction and clustering (rank 0 only).
         score_against_truth: log ``cluster/{nmi,acc}_to_truth`` where true classes exist.
+        align_to_previous: rename the clusters after the previous assignment and keep the head (see above).
     """
 
     def __init__(self, num_clusters: int, every_n_steps: int = 100, backend: str = "faiss", pca_dim: int | None = 64,
                  whiten: bool = True, l2_normalize: bool = True, niter: int | None = None, nredo: int = 3,
                  seed: int = 0, freeze_after: float = 1.0, progress: bool = True,
-                 score_against_truth: bool = True) -> None:
+                 score_against_truth: bool = True, align_to_previous: bool = False) -> None:
         if not 0.0 < freeze_after <= 1.0:
             raise ValueError(f"freeze_after is a fraction of max_steps in (0, 1], got {freeze_after}")
         self.freeze_after = freeze_after
         self.progress = progress
         self.score_against_truth = score_against_truth
+        self.align_to_previous = align_to_previous
         self.num_clusters = num_clusters
         self.every_n_steps = every_n_steps
         self.backend = backend
@@ -108,9 +121,12 @@ class FaissKMeans(L.Callback):
                                  seed=self.seed + len(self.history), **self.options)
                 bar.update()
             assignment = torch.from_numpy(labels)
+            if self.align_to_previous and self.previous is not None:
+                assignment = align_to(assignment, self.previous, self.num_clusters)
         assignment = trainer.strategy.broadcast(assignment, src=0)
         datamodule.set_pseudo_labels(assignment)
-        pl_module.reset_head()
+        if not (self.align_to_previous and self.previous is not None):
+            pl_module.reset_head()
         sizes = np.bincount(assignment.numpy(), minlength=self.num_clusters)
         record = {"step": trainer.global_step, "sizes": sizes.tolist(), "seconds": time.perf_counter() - start}
         metrics = {"cluster/min_size": float(sizes.min()), "cluster/max_size": float(sizes.max()),

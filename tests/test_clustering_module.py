@@ -18,6 +18,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.loggers import CSVLogger
 
 from callbacks import FaissKMeans
+from callbacks.faiss_kmeans import align_to
 from datamodules import NEUDataModule
 from datamodules.synthetic import write_neu_cls
 from datamodules.views import MultiCropViews
@@ -62,7 +63,8 @@ def test_backbone_config_node_and_plain_name(tmp_path: Path) -> None:
     rgb = timm.create_model("convnextv2_atto", pretrained=False, num_classes=10, in_chans=3)
     path = tmp_path / "atto.pth"
     torch.save(rgb.state_dict(), path)
-    cfg = compose_cfg(["experiment=cluster_neu_cpu", f"model.backbone.checkpoint_path={path}"])
+    cfg = compose_cfg(["experiment=cluster_neu_cpu", "model.backbone.name=convnextv2_atto",
+                       f"model.backbone.checkpoint_path={path}"])
     model = instantiate(cfg.model, optimizer=None, _convert_="all")
     assert model.hparams.backbone == {"name": "convnextv2_atto", "checkpoint_path": str(path), "drop_path_rate": 0.0}
     assert torch.equal(model.backbone.stages[0].blocks[0].conv_dw.weight, rgb.stages[0].blocks[0].conv_dw.weight)
@@ -109,6 +111,44 @@ def test_fit_reassigns_pseudo_labels_every_k_steps_and_tests(neu_root: Path, tmp
     metrics = model.fold_result["metrics"]
     assert metrics["n_images"] == len(dm.test_samples) == 12
     assert 0.0 <= metrics["acc"] <= 1.0 and 0.0 <= metrics["nmi"] <= 1.0 and metrics["ms_per_image"] > 0
+
+
+def test_aligned_reassignments_keep_the_head_and_bf16_channels_last_features_are_float32(
+        neu_root: Path, tmp_path: Path) -> None:
+    """align_to_previous: the head is reset once (before the first assignment), later assignments keep it and
+    are renamed after the previous one; bf16-mixed extracts float32 features from a channels-last backbone."""
+    torch.manual_seed(0)
+    model = ClusteringModule(partial(torch.optim.AdamW, lr=1e-3), backbone="resnet18", num_clusters=3,
+                             num_classes=6, warmup_steps=2, max_steps=7, channels_last=True)
+    assert model.backbone.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    kmeans = FaissKMeans(num_clusters=3, every_n_steps=2, pca_dim=8, nredo=1, align_to_previous=True)
+    resets: list[int] = []
+    reset = model.reset_head
+
+    def spy() -> None:
+        reset()
+        resets.append(model.trainer.global_step)
+
+    model.reset_head = spy  # type: ignore[method-assign]
+    assignments: list[torch.Tensor] = []
+    dm = neu_dm(neu_root)
+    set_labels = dm.set_pseudo_labels
+    dm.set_pseudo_labels = lambda labels: (assignments.append(labels.clone()), set_labels(labels))  # type: ignore
+    trainer = L.Trainer(accelerator="cpu", max_steps=7, max_epochs=-1, logger=False, callbacks=[kmeans],
+                        precision="bf16-mixed", enable_progress_bar=False, enable_checkpointing=False)
+    trainer.fit(model, datamodule=dm)
+    assert [h["step"] for h in kmeans.history] == [0, 2, 4] and resets == [0]
+    for before, after in zip(assignments, assignments[1:], strict=False):
+        assert torch.equal(align_to(after, before, 3), after)  # already the best renaming
+    with trainer.precision_plugin.forward_context():
+        features, ids = model.extract_features(dm.feature_dataloader())
+    assert features.dtype == torch.float32 and features.shape == (len(dm.train_set), model.backbone.num_features)
+    plain = ClusteringModule(None, backbone="resnet18", num_clusters=3, channels_last=False)  # type: ignore[arg-type]
+    plain.load_state_dict(model.state_dict())
+    images = next(iter(dm.feature_dataloader()))["image"]
+    model.eval()
+    plain.eval()
+    assert torch.allclose(model.features(images), plain.features(images), atol=1e-5)  # same numbers
 
 
 def test_cluster_experiment_end_to_end(neu_root: Path, tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from callbacks.faiss_kmeans import FaissKMeans, truth_scores
+from callbacks.faiss_kmeans import FaissKMeans, align_to, truth_scores
 from callbacks.kmeans import KMEANS_BACKENDS, cluster, fill_empty_clusters, make_faiss_kmeans
 from datamodules.sampling import UniformOverLabelsSampler
 from evaluation.clustering import clustering_summary
@@ -100,3 +100,11 @@ def test_truth_scores_map_clusters_to_classes_and_skip_unknown_classes() -> None
     assert truth_scores(assignment, None, 3) == {}
     assert truth_scores(assignment, torch.tensor([0, 1, 0, 1, -1, 0]), 3) == {}  # unknown classes
     assert truth_scores(assignment, torch.zeros(6, dtype=torch.long), 3) == {}  # one class: nothing to score
+
+
+def test_align_to_renames_clusters_after_the_previous_assignment() -> None:
+    previous = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2])
+    renamed = torch.tensor([2, 2, 1, 0, 0, 1, 1, 1])  # the same clusters under other ids, one image moved
+    aligned = align_to(renamed, previous, 3)
+    assert aligned.tolist() == [0, 0, 2, 1, 1, 2, 2, 2]
+    assert torch.equal(align_to(previous, previous, 3), previous)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from typing import Any
 
 import lightning as L
@@ -37,6 +38,8 @@ class ClusteringModule(L.LightningModule):
         warmup_steps, max_steps, min_lr_ratio: LinearLR warm-up, then CosineAnnealingLR to
             ``lr * min_lr_ratio`` at ``max_steps`` (the trainer's ``max_steps``).
         mean, std: input normalisation of the [0, 1] images.
+        channels_last: keep the backbone's weights and inputs in channels-last memory order (faster convolutions
+            on CPUs with oneDNN and on GPUs, most of all under ``bf16-mixed``; the numbers are the same).
     """
 
     def __init__(
@@ -54,11 +57,14 @@ class ClusteringModule(L.LightningModule):
         min_lr_ratio: float = 0.01,
         mean: float = 0.5,
         std: float = 0.25,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer"])
         self.optimizer_factory = optimizer
         self.backbone = backbone_from_config(backbone, in_chans, checkpoint_path, drop_path_rate)
+        if channels_last:
+            self.backbone = self.backbone.to(memory_format=torch.channels_last)
         self.head = nn.Linear(self.backbone.num_features, num_clusters)
         self.fold_result: dict[str, Any] = {}
         self._reset_test_metrics()
@@ -68,7 +74,10 @@ class ClusteringModule(L.LightningModule):
         return int(self.hparams.max_steps)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        return self.backbone((images - self.hparams.mean) / self.hparams.std)
+        x = (images - self.hparams.mean) / self.hparams.std
+        if self.hparams.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.backbone(x)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Pseudo-class logits."""
@@ -77,13 +86,16 @@ class ClusteringModule(L.LightningModule):
     # -- the hooks the FaissKMeans callback uses -------------------------------------------------
     @torch.no_grad()
     def extract_features(self, loader: Sequence[dict]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Features and ids of every image a loader yields, in evaluation mode (then back to training)."""
+        """Features (float32) and ids of every image a loader yields, in evaluation mode (then back to
+        training), under the trainer's precision (``bf16-mixed``: autocast, as in training and testing)."""
         was_training = self.training
         self.eval()
+        precision = self._trainer.precision_plugin.forward_context() if self._trainer is not None else nullcontext()
         feats, ids = [], []
-        for batch in loader:
-            feats.append(self.features(batch["image"].to(self.device)).float())
-            ids.append(batch["index"].to(self.device))
+        with precision:
+            for batch in loader:
+                feats.append(self.features(batch["image"].to(self.device)).float())
+                ids.append(batch["index"].to(self.device))
         self.train(was_training)
         return torch.cat(feats), torch.cat(ids)
 
