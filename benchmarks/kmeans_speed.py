@@ -2,12 +2,12 @@
 
     python benchmarks/kmeans_speed.py --archive ../shared/datasets/NEU-DET.zip
 
-Features: every NEU image through a ``convnextv2_atto`` backbone (random initialisation unless ``--ckpt``
+Features: every NEU image through a ``resnet18`` backbone (``--backbone``; the CPU preset's) (random initialisation unless ``--ckpt``
 names a trained ClusteringModule checkpoint). Timed, median of ``--repeats``: the shared preprocessing
 (PCA-whitening, L2; ``preprocess_s``), each backend's k-means on the preprocessed features (``faiss_s``,
 ``sklearn_minibatch_s``: the clustering time compared), and both together as the FaissKMeans callback runs
 them (``*_with_preprocess_s``); ACC and NMI are those of the last repeat's assignment.
-Writes ``benchmarks/results/kmeans_speed.json``.
+Writes ``benchmarks/results/<--name>.json`` (default ``kmeans_speed``); ``--pca 0`` clusters the raw features.
 """
 
 from __future__ import annotations
@@ -53,12 +53,13 @@ def neu_features(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor, 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--archive", default=str(ROOT.parent / "shared" / "datasets" / "NEU-DET.zip"))
-    parser.add_argument("--backbone", default="convnextv2_atto")
+    parser.add_argument("--backbone", default="resnet18")
     parser.add_argument("--ckpt", default=None)
     parser.add_argument("--size", type=int, default=200)
     parser.add_argument("--k", type=int, default=6)
-    parser.add_argument("--pca", type=int, default=64)
+    parser.add_argument("--pca", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--name", default="kmeans_speed", help="the JSON's name under benchmarks/results/")
     parser.add_argument("--allow-dirty", action="store_true", help="run even with uncommitted changes")
     args = parser.parse_args()
     require_clean_tree("benchmarks/kmeans_speed.py", args.allow_dirty, ROOT)
@@ -89,11 +90,11 @@ def main() -> None:
     result["speedup_with_preprocess"] = (result["sklearn_minibatch_with_preprocess_s"]
                                          / result["faiss_with_preprocess_s"])
     info = run_info()
-    out = {"name": "kmeans_speed", "command": "python benchmarks/kmeans_speed.py " + " ".join(sys.argv[1:]),
+    out = {"name": args.name, "command": "python benchmarks/kmeans_speed.py " + " ".join(sys.argv[1:]),
            "commit": info["commit"], "device": info["device"],
            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
            "wall_s": round(time.perf_counter() - start, 1), "packages": info["packages"], "metrics": result}
-    path = ROOT / "benchmarks" / "results" / "kmeans_speed.json"
+    path = ROOT / "benchmarks" / "results" / f"{args.name}.json"
     path.write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 
