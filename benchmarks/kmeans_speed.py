@@ -2,11 +2,11 @@
 
     python benchmarks/kmeans_speed.py --archive ../shared/datasets/NEU-DET.zip
 
-Features: every NEU image through a ``resnet18`` backbone (``--backbone``; the CPU preset's) (random initialisation unless ``--ckpt``
-names a trained ClusteringModule checkpoint). Timed, median of ``--repeats``: the shared preprocessing
-(PCA-whitening, L2; ``preprocess_s``), each backend's k-means on the preprocessed features (``faiss_s``,
-``sklearn_minibatch_s``: the clustering time compared), and both together as the FaissKMeans callback runs
-them (``*_with_preprocess_s``); ACC and NMI are those of the last repeat's assignment.
+Features: every NEU image through a ``resnet18`` backbone (``--backbone``; the CPU preset's), random
+initialisation unless ``--ckpt`` names a trained ClusteringModule checkpoint. Timed, median of ``--repeats``:
+the shared preprocessing (PCA-whitening, L2; ``preprocess_s``), each backend's k-means on the preprocessed
+features (``faiss_s``, ``sklearn_minibatch_s``: the clustering time compared), and both together as the
+FaissKMeans callback runs them (``*_with_preprocess_s``); ACC and NMI are those of the last repeat's assignment.
 Writes ``benchmarks/results/<--name>.json`` (default ``kmeans_speed``); ``--pca 0`` clusters the raw features.
 """
 
