@@ -140,8 +140,11 @@ def test_aligned_reassignments_keep_the_head_and_bf16_channels_last_features_are
     assert [h["step"] for h in kmeans.history] == [0, 2, 4] and resets == [0]
     for before, after in zip(assignments, assignments[1:], strict=False):
         assert torch.equal(align_to(after, before, 3), after)  # already the best renaming
-    with trainer.precision_plugin.forward_context():
-        features, ids = model.extract_features(dm.feature_dataloader())
+    dtypes: list[torch.dtype] = []
+    hook = model.backbone.conv1.register_forward_hook(lambda module, args, out: dtypes.append(out.dtype))
+    features, ids = model.extract_features(dm.feature_dataloader())
+    hook.remove()
+    assert set(dtypes) == {torch.bfloat16}  # under the trainer's bf16 autocast
     assert features.dtype == torch.float32 and features.shape == (len(dm.train_set), model.backbone.num_features)
     plain = ClusteringModule(None, backbone="resnet18", num_clusters=3, channels_last=False)  # type: ignore[arg-type]
     plain.load_state_dict(model.state_dict())
