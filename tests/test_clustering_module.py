@@ -113,8 +113,7 @@ def test_fit_reassigns_pseudo_labels_every_k_steps_and_tests(neu_root: Path, tmp
     assert 0.0 <= metrics["acc"] <= 1.0 and 0.0 <= metrics["nmi"] <= 1.0 and metrics["ms_per_image"] > 0
 
 
-def test_aligned_reassignments_keep_the_head_and_bf16_channels_last_features_are_float32(
-        neu_root: Path, tmp_path: Path) -> None:
+def test_aligned_reassignments_keep_the_head_and_bf16_channels_last_features_are_float32(neu_root: Path) -> None:
     """align_to_previous: the head is reset once (before the first assignment), later assignments keep it and
     are renamed after the previous one; bf16-mixed extracts float32 features from a channels-last backbone."""
     torch.manual_seed(0)
