@@ -114,6 +114,7 @@ class FaissKMeans(L.Callback):
         features, ids = pl_module.extract_features(tqdm(loader, desc="features", leave=False, disable=quiet))
         ids, features = gather_unique(ids, features)  # every rank's share, each image once
         assignment = torch.empty(len(ids), dtype=torch.long)
+        align = self.align_to_previous and self.previous is not None  # the same on every rank
         if trainer.is_global_zero:
             with tqdm(total=1, desc=f"k-means ({self.backend}, K={self.num_clusters}, N={len(ids)})", leave=False,
                       disable=quiet) as bar:
@@ -121,11 +122,11 @@ class FaissKMeans(L.Callback):
                                  seed=self.seed + len(self.history), **self.options)
                 bar.update()
             assignment = torch.from_numpy(labels)
-            if self.align_to_previous and self.previous is not None:
+            if align:
                 assignment = align_to(assignment, self.previous, self.num_clusters)
         assignment = trainer.strategy.broadcast(assignment, src=0)
         datamodule.set_pseudo_labels(assignment)
-        if not (self.align_to_previous and self.previous is not None):
+        if not align:
             pl_module.reset_head()
         sizes = np.bincount(assignment.numpy(), minlength=self.num_clusters)
         record = {"step": trainer.global_step, "sizes": sizes.tolist(), "seconds": time.perf_counter() - start}

@@ -140,7 +140,8 @@ class DecisionNet(nn.Module):
         return features * heatmap + features
 
     def forward(self, features: torch.Tensor, heatmap: torch.Tensor) -> torch.Tensor:
-        x = self.body(self.rsam(features, heatmap)).float()  # pooled in float32 (see in_float32); H already is
+        # pooled in float32 (see in_float32); the heat map already is float32 (LNet's head runs in float32)
+        x = self.body(self.rsam(features, heatmap)).float()
         pooled = torch.cat(
             [x.mean(dim=(2, 3)), heatmap.mean(dim=(2, 3)), heatmap.amax(dim=(2, 3))], dim=1
         )
