@@ -6,5 +6,7 @@ from callbacks.faiss_kmeans import FaissKMeans
 from callbacks.heatmap_panels import HeatmapPanels
 from callbacks.pr_curve import PRCurve
 from callbacks.stage_checkpoint import StageCheckpoint
+from callbacks.true_labels import TrueLabels
 
-__all__ = ["ClusteringPlots", "ConfigInCheckpoint", "FaissKMeans", "HeatmapPanels", "PRCurve", "StageCheckpoint"]
+__all__ = ["ClusteringPlots", "ConfigInCheckpoint", "FaissKMeans", "HeatmapPanels", "PRCurve", "StageCheckpoint",
+           "TrueLabels"]

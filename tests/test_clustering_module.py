@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import os
 import subprocess
@@ -137,7 +138,7 @@ def test_aligned_reassignments_keep_the_head_and_bf16_channels_last_features_are
                         precision="bf16-mixed", enable_progress_bar=False, enable_checkpointing=False)
     trainer.fit(model, datamodule=dm)
     assert [h["step"] for h in kmeans.history] == [0, 2, 4] and resets == [0]
-    for before, after in zip(assignments, assignments[1:], strict=False):
+    for before, after in itertools.pairwise(assignments):
         assert torch.equal(align_to(after, before, 3), after)  # already the best renaming
     dtypes: list[torch.dtype] = []
     hook = model.backbone.conv1.register_forward_hook(lambda module, args, out: dtypes.append(out.dtype))
