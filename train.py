@@ -29,8 +29,10 @@ from evaluation.run_info import run_info
 from workflow.class_counts import fill_class_counts
 from workflow.config_tree import print_config_tree
 from workflow.loggers import build_loggers, finish, set_fold
+from workflow.precision import register_resolvers
 
 log = logging.getLogger(__name__)
+register_resolvers()  # ${cpu_precision:...} in the CPU presets
 
 
 def build_callbacks(cfg: DictConfig, fold_dir: Path) -> list[L.Callback]:

@@ -41,12 +41,29 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else what :mod:`platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def device_description() -> str:
+    """The GPU, or the CPU with what decides its speed here: its vector instructions (PyTorch's CPU
+    capability), whether it runs bf16 natively (``workflow.precision``) and the threads used."""
     import torch
+
+    from workflow.precision import native_bf16
 
     if torch.cuda.is_available():
         return f"{torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}"
-    return f"cpu {platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
+    bf16 = "native bf16" if native_bf16() else "no native bf16"
+    return (f"cpu {platform.machine()} {cpu_model()}, {torch.backends.cpu.get_cpu_capability()}, {bf16} "
+            f"({torch.get_num_threads()} threads)")
 
 
 def run_info() -> dict:

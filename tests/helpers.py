@@ -14,12 +14,14 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 
 from datamodules import DefectDataModule, Sample
+from workflow.precision import register_resolvers
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 def compose_cfg(overrides: list[str]) -> DictConfig:
     """The root config composed with ``overrides`` (Hydra's own config included), outside a Hydra app."""
+    register_resolvers()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=overrides, return_hydra_config=True)
