@@ -123,7 +123,7 @@ def main() -> None:
     parser.add_argument("--name", default=None, help="the JSON's name under benchmarks/results/")
     parser.add_argument("--allow-dirty", action="store_true", help="run even with uncommitted changes")
     args = parser.parse_args()
-    require_clean_tree("benchmarks/cpu_precision.py", args.allow_dirty, ROOT)
+    commit = require_clean_tree("benchmarks/cpu_precision.py", args.allow_dirty, ROOT)  # the code that runs
     start = time.perf_counter()
     seconds: dict[str, dict[str, float]] = {}
     for precision in PRECISIONS:
@@ -140,7 +140,7 @@ def main() -> None:
     info = run_info()
     name = args.name or f"cpu_precision_{capability.lower()}"
     out = {"name": name, "command": "python benchmarks/cpu_precision.py " + " ".join(sys.argv[1:]),
-           "commit": info["commit"], "device": info["device"],
+           "commit": commit, "device": info["device"],
            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
            "wall_s": round(time.perf_counter() - start, 1), "packages": info["packages"], "metrics": metrics}
     path = ROOT / "benchmarks" / "results" / f"{name}.json"

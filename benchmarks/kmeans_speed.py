@@ -62,7 +62,7 @@ def main() -> None:
     parser.add_argument("--name", default="kmeans_speed", help="the JSON's name under benchmarks/results/")
     parser.add_argument("--allow-dirty", action="store_true", help="run even with uncommitted changes")
     args = parser.parse_args()
-    require_clean_tree("benchmarks/kmeans_speed.py", args.allow_dirty, ROOT)
+    commit = require_clean_tree("benchmarks/kmeans_speed.py", args.allow_dirty, ROOT)  # the code that runs
     start = time.perf_counter()
     features, targets, source = neu_features(args)
     x = features.numpy()
@@ -91,7 +91,7 @@ def main() -> None:
                                          / result["faiss_with_preprocess_s"])
     info = run_info()
     out = {"name": args.name, "command": "python benchmarks/kmeans_speed.py " + " ".join(sys.argv[1:]),
-           "commit": info["commit"], "device": info["device"],
+           "commit": commit, "device": info["device"],
            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
            "wall_s": round(time.perf_counter() - start, 1), "packages": info["packages"], "metrics": result}
     path = ROOT / "benchmarks" / "results" / f"{args.name}.json"

@@ -31,11 +31,23 @@ def test_other_precisions_pass_through(monkeypatch: pytest.MonkeyPatch, asked: s
     assert cpu_precision(asked) == asked
 
 
+@pytest.mark.parametrize(("accelerator", "cuda", "expected"),
+                         [("gpu", False, "bf16-mixed"), ("cuda", False, "bf16-mixed"), ("cpu", True, "32-true"),
+                          ("auto", True, "bf16-mixed"), ("auto", False, "32-true")])
+def test_only_a_run_on_the_cpu_falls_back(monkeypatch: pytest.MonkeyPatch, accelerator: str, cuda: bool,
+                                          expected: str) -> None:
+    monkeypatch.setattr(precision, "native_bf16", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert cpu_precision("bf16-mixed", accelerator) == expected
+
+
 @pytest.mark.parametrize("experiment", ["cluster_neu_cpu", "weak_kolektor_cpu"])
 def test_cpu_presets_resolve_to_this_cpus_precision_and_an_override_wins(experiment: str) -> None:
     expected = "bf16-mixed" if native_bf16() else "32-true"
     assert compose_cfg([f"experiment={experiment}"]).trainer.precision == expected
     assert compose_cfg([f"experiment={experiment}", "trainer.precision=bf16-mixed"]).trainer.precision == "bf16-mixed"
+    assert compose_cfg([f"experiment={experiment}", "trainer=gpu"]).trainer.precision == "bf16-mixed"
 
 
 def test_the_device_of_a_cpu_run_names_its_vector_instructions_and_bf16() -> None:

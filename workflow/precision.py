@@ -2,10 +2,10 @@
 
 The CPU presets train in ``bf16-mixed``: on a CPU with AVX512-BF16 or AMX (where oneDNN runs bf16 convolutions
 natively) that is several times faster than float32. On a CPU without them (AVX2 only) oneDNN emulates bf16 and the
-same convolutions run several times slower than in float32 (a ResNet-18 feature pass: 35 s against 6 s on one
-2-core AVX2 machine, ``benchmarks/results/cpu_precision_*.json``). The presets therefore ask for
-``precision: ${cpu_precision:bf16-mixed}``: the given precision where the CPU runs bf16 natively, ``32-true``
-where it does not. An explicit ``trainer.precision=...`` on the command line still wins.
+same convolutions run many times slower than in float32 (``benchmarks/results/cpu_precision_*.json``). The presets
+therefore ask for ``precision: ${cpu_precision:bf16-mixed,${trainer.accelerator}}``: the given precision where the
+CPU runs bf16 natively or the trainer is on a GPU (``trainer=gpu``), ``32-true`` on a CPU that does not. An explicit
+``trainer.precision=...`` on the command line still wins.
 """
 
 from __future__ import annotations
@@ -31,10 +31,18 @@ def native_bf16() -> bool:
     return bool(check()) if check is not None else False
 
 
-def cpu_precision(preferred: str = "bf16-mixed") -> str:
-    """``preferred`` where it is not a bf16 precision or the CPU runs bf16 natively, else ``32-true`` (logged once
-    per process: a config is resolved several times in a run)."""
-    if "bf16" not in str(preferred) or native_bf16():
+def on_cpu(accelerator: str) -> bool:
+    """Whether Lightning's ``accelerator`` runs on the CPU here (``auto``: where no GPU is visible)."""
+    if accelerator == "auto":
+        return not (torch.cuda.is_available() or torch.backends.mps.is_available())
+    return accelerator == "cpu"
+
+
+def cpu_precision(preferred: str = "bf16-mixed", accelerator: str = "cpu") -> str:
+    """``preferred`` where the run is not on the CPU (``accelerator``, the trainer's), where ``preferred`` is not a
+    bf16 precision, or where the CPU runs bf16 natively; else ``32-true`` (logged once per process: a config is
+    resolved several times in a run)."""
+    if not on_cpu(str(accelerator)) or "bf16" not in str(preferred) or native_bf16():
         return str(preferred)
     _warn_fallback(str(preferred))
     return FALLBACK
