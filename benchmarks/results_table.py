@@ -17,6 +17,17 @@ KEYS = {
 }
 
 
+def flatten(metrics: dict, prefix: str = "") -> dict[str, float]:
+    """The numbers of a nested ``metrics`` dict under dotted keys (``seconds.cluster_train_step.32-true``)."""
+    flat: dict[str, float] = {}
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def main() -> None:
     rows = ["| result | pooled | per fold | wall | device | commit | date |", "|---|---|---|---|---|---|---|"]
     for path in sorted(RESULTS.glob("*.json")):
@@ -28,7 +39,7 @@ def main() -> None:
             pooled = ", ".join(f"{k} {fmt(metrics['pooled'][k])}" for k in keys)
             folds = "; ".join(f"{k} " + "/".join(fmt(f[k]) for f in metrics["folds"]) for k in keys[:2])
         else:
-            pooled = ", ".join(f"{k} {fmt(v)}" for k, v in metrics.items() if isinstance(v, int | float))
+            pooled = ", ".join(f"{k} {fmt(v)}" for k, v in flatten(metrics).items())
             folds = ""
         rows.append(f"| `{path.name}` | {pooled} | {folds} | {r['wall_s']:.0f} s | {r['device']} | "
                     f"{r['commit'][:12]} | {r['date'][:10]} |")

@@ -1,4 +1,5 @@
-"""benchmarks/run.py refuses to record a result from a working tree with uncommitted changes."""
+"""benchmarks/run.py refuses to record a result from a working tree with uncommitted changes; the README's results
+table shows a result's nested numbers."""
 
 from __future__ import annotations
 
@@ -11,15 +12,15 @@ from evaluation.run_info import require_clean_tree
 from tests.conftest import PROJECT_ROOT
 
 
-def load_runner():  # noqa: ANN201 - the benchmarks/run.py module
-    spec = importlib.util.spec_from_file_location("benchmark_runner", PROJECT_ROOT / "benchmarks" / "run.py")
+def load_script(name: str):  # noqa: ANN201 - the module benchmarks/<name>.py
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", PROJECT_ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
 def test_a_dirty_tree_is_refused_before_anything_runs(monkeypatch: pytest.MonkeyPatch) -> None:
-    runner = load_runner()
+    runner = load_script("run")
     monkeypatch.setattr("evaluation.run_info.git_commit", lambda cwd=None: "0123abc-dirty")
     ran: list = []
     monkeypatch.setattr(subprocess, "run", lambda *a, **k: ran.append(a))
@@ -33,3 +34,10 @@ def test_a_clean_tree_passes_and_dirty_is_allowed_on_request(monkeypatch: pytest
     assert require_clean_tree("x") == "0123abc"
     monkeypatch.setattr("evaluation.run_info.git_commit", lambda cwd=None: "0123abc-dirty")
     assert require_clean_tree("x", allow_dirty=True) == "0123abc-dirty"
+
+
+def test_the_results_table_flattens_nested_numbers_and_leaves_out_the_rest() -> None:
+    flatten = load_script("results_table").flatten
+    metrics = {"N": 1800, "native_bf16": False, "cpu_capability": "AVX2",
+               "seconds": {"train_step": {"32-true": 4.5, "bf16-mixed": 44.2}}}
+    assert flatten(metrics) == {"N": 1800, "seconds.train_step.32-true": 4.5, "seconds.train_step.bf16-mixed": 44.2}

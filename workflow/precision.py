@@ -1,8 +1,8 @@
 """bfloat16 on a CPU only where it runs natively: the ``${cpu_precision:...}`` config resolver.
 
-The CPU presets train in ``bf16-mixed``: on a CPU with AVX512-BF16 or AMX (where oneDNN runs bf16 convolutions
-natively) that is several times faster than float32. On a CPU without them (AVX2 only) oneDNN emulates bf16 and the
-same convolutions run many times slower than in float32 (``benchmarks/results/cpu_precision_*.json``). The presets
+The CPU presets train in ``bf16-mixed``: on a CPU with AVX512-BF16 and AMX that was about 3x faster than float32.
+On a CPU with no bf16 support in oneDNN (AVX2 only) bf16 is emulated and the same steps run many times slower than in
+float32 (``benchmarks/results/cpu_precision_*.json``). The presets
 therefore ask for ``precision: ${cpu_precision:bf16-mixed,${trainer.accelerator}}``: the given precision where the
 CPU runs bf16 natively or the trainer is on a GPU (``trainer=gpu``), ``32-true`` on a CPU that does not. An explicit
 ``trainer.precision=...`` on the command line still wins.
@@ -23,8 +23,10 @@ FALLBACK = "32-true"
 
 
 def native_bf16() -> bool:
-    """Whether this CPU runs bf16 convolutions and matrix products natively (oneDNN's own test: AVX512 with
-    the BF16 extension, or AMX); False where PyTorch was built without oneDNN."""
+    """Whether oneDNN runs bf16 convolutions and matrix products with this CPU's own instructions (PyTorch's test,
+    ``torch.ops.mkldnn._is_mkldnn_bf16_supported``: AVX512 BW/VL/DQ or AVX-NE-CONVERT on x86, the BF16 extension on
+    Arm); False where PyTorch was built without oneDNN. Plain AVX512 without AVX512-BF16 / AMX counts as native:
+    not measured here, it falls outside the fallback."""
     if not torch.backends.mkldnn.is_available():
         return False
     check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
@@ -51,7 +53,8 @@ def cpu_precision(preferred: str = "bf16-mixed", accelerator: str = "cpu") -> st
 @functools.cache
 def _warn_fallback(preferred: str) -> None:
     log.warning("trainer.precision: %s asked for, but this CPU (%s) has no native bfloat16 (emulated bf16 runs "
-                "several times slower than float32): using %s; trainer.precision=%s forces it",
+                "6-120x slower than float32 in benchmarks/results/cpu_precision_avx2.json): using %s; "
+                "trainer.precision=%s forces it",
                 preferred, torch.backends.cpu.get_cpu_capability(), FALLBACK, preferred)
 
 
