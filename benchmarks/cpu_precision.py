@@ -22,7 +22,6 @@ Median of ``--repeats`` after one warm-up. Writes ``benchmarks/results/<--name>.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import statistics
 import sys
@@ -39,7 +38,7 @@ from hydra.utils import instantiate
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from evaluation.run_info import require_clean_tree, run_info  # noqa: E402
+from evaluation.run_info import require_clean_tree, write_result  # noqa: E402
 from workflow.precision import cpu_precision, native_bf16, register_resolvers  # noqa: E402
 
 PRECISIONS = ("32-true", "bf16-mixed")
@@ -137,14 +136,9 @@ def main() -> None:
                "cpu_precision_resolves_to": cpu_precision("bf16-mixed"), "repeats": args.repeats,
                "seconds": seconds,
                "bf16_speedup": {w: s["32-true"] / s["bf16-mixed"] for w, s in seconds.items()}}
-    info = run_info()
-    name = args.name or f"cpu_precision_{capability.lower()}"
-    out = {"name": name, "command": "python benchmarks/cpu_precision.py " + " ".join(sys.argv[1:]),
-           "commit": commit, "device": info["device"],
-           "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-           "wall_s": round(time.perf_counter() - start, 1), "packages": info["packages"], "metrics": metrics}
-    path = ROOT / "benchmarks" / "results" / f"{name}.json"
-    path.write_text(json.dumps(out, indent=2) + "\n")
+    write_result(ROOT / "benchmarks" / "results", args.name or f"cpu_precision_{capability.lower()}",
+                 "python benchmarks/cpu_precision.py " + " ".join(sys.argv[1:]), commit,
+                 time.perf_counter() - start, metrics)
     print(json.dumps(metrics, indent=2))
 
 

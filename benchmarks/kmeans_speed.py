@@ -13,7 +13,6 @@ Writes ``benchmarks/results/<--name>.json`` (default ``kmeans_speed``); ``--pca 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import statistics
 import sys
@@ -29,7 +28,7 @@ from callbacks.kmeans import KMEANS_BACKENDS, cluster, preprocess  # noqa: E402
 from datamodules import NEUDataModule  # noqa: E402
 from datamodules.base import DecodedDataset  # noqa: E402
 from evaluation.clustering import clustering_summary  # noqa: E402
-from evaluation.run_info import require_clean_tree, run_info  # noqa: E402
+from evaluation.run_info import require_clean_tree, write_result  # noqa: E402
 from lightning_modules.cluster import ClusteringModule, create_backbone  # noqa: E402
 
 
@@ -89,13 +88,9 @@ def main() -> None:
     result["speedup"] = result["sklearn_minibatch_s"] / result["faiss_s"]
     result["speedup_with_preprocess"] = (result["sklearn_minibatch_with_preprocess_s"]
                                          / result["faiss_with_preprocess_s"])
-    info = run_info()
-    out = {"name": args.name, "command": "python benchmarks/kmeans_speed.py " + " ".join(sys.argv[1:]),
-           "commit": commit, "device": info["device"],
-           "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-           "wall_s": round(time.perf_counter() - start, 1), "packages": info["packages"], "metrics": result}
-    path = ROOT / "benchmarks" / "results" / f"{args.name}.json"
-    path.write_text(json.dumps(out, indent=2) + "\n")
+    write_result(ROOT / "benchmarks" / "results", args.name,
+                 "python benchmarks/kmeans_speed.py " + " ".join(sys.argv[1:]), commit, time.perf_counter() - start,
+                 result)
     print(json.dumps(result, indent=2))
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from evaluation.run_info import require_clean_tree, run_info  # noqa: E402
+from evaluation.run_info import require_clean_tree, write_result  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -32,28 +32,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--allow-dirty", action="store_true",
                         help="run even with uncommitted changes (the result's commit then ends in -dirty)")
     args = parser.parse_args(argv)
-    require_clean_tree("benchmarks/run.py", args.allow_dirty, ROOT)
+    commit = require_clean_tree("benchmarks/run.py", args.allow_dirty, ROOT)
     run_dir = ROOT / "outputs" / "benchmarks" / f"{args.name}_{dt.datetime.now():%Y%m%d_%H%M%S}"
     command = [sys.executable, "train.py", *args.overrides, f"hydra.run.dir={run_dir}"]
     start = time.perf_counter()
     subprocess.run(command, cwd=ROOT, check=True)
     wall = time.perf_counter() - start
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    info = run_info()  # packages and device now; the commit is the one the run started from
-    result = {
-        "name": args.name,
-        "command": "python train.py " + " ".join(shlex.quote(o) for o in args.overrides),
-        "commit": metrics.get("commit", info["commit"]),
-        "device": info["device"],
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "wall_s": round(wall, 1),
-        "packages": info["packages"],
-        "run_dir": str(run_dir.relative_to(ROOT)),
-        "metrics": {"pooled": metrics["pooled"], "folds": metrics["folds"]},
-    }
-    out = ROOT / "benchmarks" / "results" / f"{args.name}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    # packages and device now; the commit is the one the run started from (its metrics.json records it)
+    out = write_result(ROOT / "benchmarks" / "results", args.name,
+                       "python train.py " + " ".join(shlex.quote(o) for o in args.overrides),
+                       metrics.get("commit", commit), wall, {"pooled": metrics["pooled"], "folds": metrics["folds"]},
+                       run_dir=str(run_dir.relative_to(ROOT)))
+    result = json.loads(out.read_text())
     print(json.dumps({k: result[k] for k in ("name", "wall_s", "device")} | {"pooled": metrics["pooled"]}, indent=2))
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import platform
 import subprocess
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 PACKAGES = ("torch", "torchvision", "lightning", "torchmetrics", "hydra-core", "omegaconf", "timm", "faiss-cpu",
             "faiss-gpu", "wandb", "numpy", "scipy", "scikit-learn")
@@ -69,3 +72,17 @@ def device_description() -> str:
 def run_info() -> dict:
     return {"commit": git_commit(Path(__file__).resolve().parent), "packages": package_versions(),
             "python": platform.python_version(), "device": device_description()}
+
+
+def write_result(results_dir: Path, name: str, command: str, commit: str, wall_s: float, metrics: dict,
+                 **extra: Any) -> Path:
+    """``<results_dir>/<name>.json`` with what every benchmark result records: the command, the commit the run
+    started from, this machine's device and packages, the date (UTC) and wall time, then ``extra`` and ``metrics``."""
+    info = run_info()
+    record = {"name": name, "command": command, "commit": commit, "device": info["device"],
+              "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "wall_s": round(wall_s, 1),
+              "packages": info["packages"], **extra, "metrics": metrics}
+    results_dir.mkdir(parents=True, exist_ok=True)
+    path = results_dir / f"{name}.json"
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    return path

@@ -1,14 +1,16 @@
-"""benchmarks/run.py refuses to record a result from a working tree with uncommitted changes; the README's results
-table shows a result's nested numbers."""
+"""benchmarks/run.py refuses to record a result from a working tree with uncommitted changes; every result records
+the same fields; the README's results table shows a result's nested numbers."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
+from pathlib import Path
 
 import pytest
 
-from evaluation.run_info import require_clean_tree
+from evaluation.run_info import require_clean_tree, write_result
 from tests.conftest import PROJECT_ROOT
 
 
@@ -41,3 +43,14 @@ def test_the_results_table_flattens_nested_numbers_and_leaves_out_the_rest() -> 
     metrics = {"N": 1800, "native_bf16": False, "cpu_capability": "AVX2",
                "seconds": {"train_step": {"32-true": 4.5, "bf16-mixed": 44.2}}}
     assert flatten(metrics) == {"N": 1800, "seconds.train_step.32-true": 4.5, "seconds.train_step.bf16-mixed": 44.2}
+
+
+def test_a_result_records_command_commit_device_date_and_wall_time(tmp_path: Path) -> None:
+    path = write_result(tmp_path / "results", "probe", "python benchmarks/x.py --y", "0123abc", 12.345,
+                        {"acc": 0.5}, run_dir="outputs/x")
+    record = json.loads(path.read_text())
+    assert path == tmp_path / "results" / "probe.json"
+    assert list(record) == ["name", "command", "commit", "device", "date", "wall_s", "packages", "run_dir", "metrics"]
+    assert (record["command"], record["commit"], record["wall_s"], record["metrics"]) == (
+        "python benchmarks/x.py --y", "0123abc", 12.3, {"acc": 0.5})
+    assert record["date"].endswith("+00:00") and "torch" in record["packages"]
