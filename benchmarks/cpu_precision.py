@@ -2,9 +2,9 @@
 
     python benchmarks/cpu_precision.py
 
-Decides whether ``${cpu_precision:bf16-mixed}`` (workflow/precision.py) is right on this CPU. Each preset's
-network comes from its composed config (``experiment=cluster_neu_cpu``, ``experiment=weak_kolektor_cpu``) and
-gets batches of random pixels of the preset's shapes, no data needed:
+Tells whether the presets' ``${cpu_precision:bf16-mixed,...}`` (workflow/precision.py) chooses right on this
+CPU. Each preset's network comes from its composed config (``experiment=cluster_neu_cpu``,
+``experiment=weak_kolektor_cpu``) and gets batches of random pixels of the preset's shapes, no data needed:
 
 - ``cluster_train_step``: ``data.batch_size`` images x the views (``n_global`` of ``global_size``, ``n_local`` of
   ``local_size``), forward per view size, cross-entropy, backward, a step of the preset's optimizer;
@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from omegaconf import DictConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -44,7 +45,8 @@ from workflow.precision import cpu_precision, native_bf16, register_resolvers  #
 PRECISIONS = ("32-true", "bf16-mixed")
 
 
-def preset(name: str):
+def preset(name: str) -> DictConfig:
+    """The composed config of ``experiment=<name>``."""
     register_resolvers()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return compose("train", overrides=[f"experiment={name}"])
