@@ -40,11 +40,11 @@ def main(argv: list[str] | None = None) -> None:
     wall = time.perf_counter() - start
     metrics = json.loads((run_dir / "metrics.json").read_text())
     # packages and device now; the commit is the one the run started from (its metrics.json records it)
-    out = write_result(ROOT / "benchmarks" / "results", args.name,
-                       "python train.py " + " ".join(shlex.quote(o) for o in args.overrides),
-                       metrics.get("commit", commit), wall, {"pooled": metrics["pooled"], "folds": metrics["folds"]},
-                       run_dir=str(run_dir.relative_to(ROOT)))
-    result = json.loads(out.read_text())
+    result = write_result(ROOT / "benchmarks" / "results", args.name,
+                          "python train.py " + " ".join(shlex.quote(o) for o in args.overrides),
+                          metrics.get("commit", commit), wall,
+                          {"pooled": metrics["pooled"], "folds": metrics["folds"]},
+                          run_dir=str(run_dir.relative_to(ROOT)))
     print(json.dumps({k: result[k] for k in ("name", "wall_s", "device")} | {"pooled": metrics["pooled"]}, indent=2))
 
 

@@ -46,10 +46,10 @@ def test_the_results_table_flattens_nested_numbers_and_leaves_out_the_rest() -> 
 
 
 def test_a_result_records_command_commit_device_date_and_wall_time(tmp_path: Path) -> None:
-    path = write_result(tmp_path / "results", "probe", "python benchmarks/x.py --y", "0123abc", 12.345,
-                        {"acc": 0.5}, run_dir="outputs/x")
-    record = json.loads(path.read_text())
-    assert path == tmp_path / "results" / "probe.json"
+    returned = write_result(tmp_path / "results", "probe", "python benchmarks/x.py --y", "0123abc", 12.345,
+                            {"acc": 0.5}, run_dir="outputs/x")
+    record = json.loads((tmp_path / "results" / "probe.json").read_text())
+    assert record == returned
     assert list(record) == ["name", "command", "commit", "device", "date", "wall_s", "packages", "run_dir", "metrics"]
     assert (record["command"], record["commit"], record["wall_s"], record["metrics"]) == (
         "python benchmarks/x.py --y", "0123abc", 12.3, {"acc": 0.5})
