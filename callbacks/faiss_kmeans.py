@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 
 import lightning as L
 import numpy as np
@@ -11,6 +12,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics.functional.clustering import normalized_mutual_info_score
 from tqdm.auto import tqdm
 
+from callbacks.averaged_weights import averaged_weights, restart_average
 from callbacks.kmeans import cluster
 from evaluation.clustering import clustering_summary, contingency, hungarian_mapping
 from evaluation.gathering import gather_unique
@@ -47,6 +49,10 @@ class FaissKMeans(L.Callback):
     No reassignment happens in the last ``every_n_steps // 2`` steps, nor after ``freeze_after`` (a fraction
     of the trainer's ``max_steps``), so the final head has time to learn a fixed assignment.
 
+    With a weight-averaging callback in the trainer (``callbacks.ema``: Lightning's ``EMAWeightAveraging``) and
+    ``features_from_average``, the features come from the averaged weights (a mean teacher's, which move less
+    from one reassignment to the next than the weights being trained); not in the paper.
+
     Logged each time, to every logger at the reassignment's step: ``cluster/nmi_to_previous`` (NMI between
     consecutive assignments), ``cluster/min_size``, ``cluster/max_size``, the sizes sorted largest first
     (``cluster/size_rank<i>``: cluster ids change meaning between reassignments, ranks do not) and
@@ -65,18 +71,22 @@ class FaissKMeans(L.Callback):
         progress: progress bars for feature extraction and clustering (rank 0 only).
         score_against_truth: log ``cluster/{nmi,acc}_to_truth`` where true classes exist.
         align_to_previous: rename the clusters after the previous assignment and keep the head (see above).
+        features_from_average: cluster the features of the trainer's averaged weights, where it has a
+            weight-averaging callback (see above).
     """
 
     def __init__(self, num_clusters: int, every_n_steps: int = 100, backend: str = "faiss", pca_dim: int | None = 64,
                  whiten: bool = True, l2_normalize: bool = True, niter: int | None = None, nredo: int = 3,
                  seed: int = 0, freeze_after: float = 1.0, progress: bool = True,
-                 score_against_truth: bool = True, align_to_previous: bool = False) -> None:
+                 score_against_truth: bool = True, align_to_previous: bool = False,
+                 features_from_average: bool = True) -> None:
         if not 0.0 < freeze_after <= 1.0:
             raise ValueError(f"freeze_after is a fraction of max_steps in (0, 1], got {freeze_after}")
         self.freeze_after = freeze_after
         self.progress = progress
         self.score_against_truth = score_against_truth
         self.align_to_previous = align_to_previous
+        self.features_from_average = features_from_average
         self.num_clusters = num_clusters
         self.every_n_steps = every_n_steps
         self.backend = backend
@@ -111,7 +121,8 @@ class FaissKMeans(L.Callback):
         datamodule = trainer.datamodule
         loader = datamodule.feature_dataloader(trainer.world_size, trainer.global_rank)
         quiet = not (self.progress and trainer.is_global_zero)
-        features, ids = pl_module.extract_features(tqdm(loader, desc="features", leave=False, disable=quiet))
+        with averaged_weights(trainer, pl_module) if self.features_from_average else nullcontext(False) as averaged:
+            features, ids = pl_module.extract_features(tqdm(loader, desc="features", leave=False, disable=quiet))
         ids, features = gather_unique(ids, features)  # every rank's share, each image once
         assignment = torch.empty(len(ids), dtype=torch.long)
         align = self.align_to_previous and self.previous is not None  # the same on every rank
@@ -128,8 +139,10 @@ class FaissKMeans(L.Callback):
         datamodule.set_pseudo_labels(assignment)
         if not align:
             pl_module.reset_head()
+            restart_average(trainer, pl_module, "head")  # an average of heads for other cluster numbers is noise
         sizes = np.bincount(assignment.numpy(), minlength=self.num_clusters)
-        record = {"step": trainer.global_step, "sizes": sizes.tolist(), "seconds": time.perf_counter() - start}
+        record = {"step": trainer.global_step, "sizes": sizes.tolist(), "seconds": time.perf_counter() - start,
+                  "averaged_weights": averaged}
         metrics = {"cluster/min_size": float(sizes.min()), "cluster/max_size": float(sizes.max()),
                    "cluster/seconds": record["seconds"]}
         metrics.update({f"cluster/size_rank{i}": float(n) for i, n in enumerate(sorted(sizes, reverse=True))})
@@ -147,8 +160,9 @@ class FaissKMeans(L.Callback):
             for logger in trainer.loggers:
                 logger.log_metrics(metrics, step=trainer.global_step)
         truth = f", ACC to the true classes {record['acc_to_truth']:.3f}" if "acc_to_truth" in record else ""
+        source = ", averaged weights" if averaged else ""
         rank_zero_info(f"pseudo-labels reassigned at step {trainer.global_step}: sizes {sizes.tolist()} "
-                       f"({record['seconds']:.1f} s{truth})")
+                       f"({record['seconds']:.1f} s{truth}{source})")
         return assignment
 
     def state_dict(self) -> dict:

@@ -65,7 +65,7 @@ class _Strategy:
 
 
 class _Trainer:
-    world_size, global_rank, is_global_zero, global_step, loggers = 1, 0, True, 0, []
+    world_size, global_rank, is_global_zero, global_step, loggers, callbacks = 1, 0, True, 0, [], []
     strategy = _Strategy()
 
     def __init__(self, datamodule) -> None:
