@@ -47,19 +47,28 @@ class DecodedDataset(Dataset):
 
 
 class ViewsDataset(Dataset):
-    """Training items for the clustering method: the views of an image and its current pseudo-label."""
+    """Training items for the clustering method: the views of an image and its current pseudo-label.
 
-    def __init__(self, base: DecodedDataset, views: Callable[[torch.Tensor], list[torch.Tensor]]) -> None:
+    With a per-batch views transform (``views.per_batch``, :class:`datamodules.views.BatchedMultiCropViews`)
+    an item holds the decoded image instead (``"image"``, uint8), and the DataModule makes the views after the
+    batch reached the training device. The pseudo-labels live in shared memory, so loader workers read the
+    current ones; the DataModule still re-reads them for each batch at transfer (workers prefetch batches).
+    """
+
+    def __init__(self, base: DecodedDataset, views: Callable[..., list[torch.Tensor]]) -> None:
         self.base = base
         self.views = views
-        self.pseudo_labels = torch.zeros(len(base), dtype=torch.long)
+        self.per_batch = bool(getattr(views, "per_batch", False))
+        self.pseudo_labels = torch.zeros(len(base), dtype=torch.long).share_memory_()
 
     def __len__(self) -> int:
         return len(self.base)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        image = self.base.images[index].float().div_(255.0)
-        return {"views": self.views(image), "pseudo_label": self.pseudo_labels[index], "index": index}
+        item = {"pseudo_label": self.pseudo_labels[index], "index": index}
+        if self.per_batch:
+            return item | {"image": self.base.images[index]}
+        return item | {"views": self.views(self.base.images[index].float().div_(255.0))}
 
 
 class DefectDataModule(L.LightningDataModule):
@@ -299,8 +308,26 @@ class DefectDataModule(L.LightningDataModule):
         """Two loaders: the training images (to fix a threshold without test data), then the test fold."""
         return [self._eval_loader(self.train_set, shard=True), self._eval_loader(self.test_set, shard=True)]
 
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """A training batch in ``"views"`` mode, on the training device: its pseudo-labels re-read from the current
+        assignment (a batch a loader worker prefetched before a reassignment carries the old ones), and, with a
+        per-batch views transform, its views made here from the decoded images, drawn from a generator seeded by
+        ``seed``, the global step and the rank (the same views after a resume)."""
+        if self.train_mode != "views" or not isinstance(batch, dict) or "pseudo_label" not in batch:
+            return batch
+        index = batch["index"]
+        batch["pseudo_label"] = self.views_set.pseudo_labels[index.cpu()].to(index.device)
+        if self.views_set.per_batch:
+            images = batch.pop("image").float().div_(255.0)
+            step, rank = (self.trainer.global_step, self.trainer.global_rank) if self.trainer is not None else (0, 0)
+            generator = torch.Generator(images.device).manual_seed(
+                (self.seed * 1_000_003 + step) * 1009 + rank)
+            batch["views"] = self.views(images, generator)
+        return batch
+
     def set_pseudo_labels(self, labels: torch.Tensor) -> None:
-        """Replace the training images' pseudo-labels in place (the sampler and workers see the change)."""
+        """Replace the training images' pseudo-labels in place (shared memory: the sampler and the loader workers see
+        the change)."""
         if len(labels) != len(self.train_set):
             raise ValueError(f"{len(labels)} pseudo-labels for {len(self.train_set)} training images")
         self.views_set.pseudo_labels.copy_(torch.as_tensor(labels, dtype=torch.long))

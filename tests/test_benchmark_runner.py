@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 
 from evaluation.run_info import require_clean_tree, write_result
 from tests.conftest import PROJECT_ROOT
+from tests.helpers import compose_cfg
 
 
 def load_script(name: str):  # noqa: ANN201 - the module benchmarks/<name>.py
@@ -54,3 +56,45 @@ def test_a_result_records_command_commit_device_date_and_wall_time(tmp_path: Pat
     assert (record["command"], record["commit"], record["wall_s"], record["metrics"]) == (
         "python benchmarks/x.py --y", "0123abc", 12.3, {"acc": 0.5})
     assert record["date"].endswith("+00:00") and "torch" in record["packages"]
+
+
+def gpu_script_calls(tmp_path: Path, *args: str) -> tuple[int, list[list[str]]]:
+    """Run benchmarks/gpu_reproduction.sh with a stand-in ``python`` that records its arguments."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(parents=True)
+    log = tmp_path / "calls.txt"
+    fake = bin_dir / "python"
+    fake.write_text(f'#!/usr/bin/env bash\nprintf "%s\\x1f" "$@" >> {log}\necho >> {log}\n')
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run(["bash", str(PROJECT_ROOT / "benchmarks" / "gpu_reproduction.sh"), *args], env=env,
+                          capture_output=True, text=True, timeout=60)
+    lines = log.read_text().splitlines() if log.exists() else []
+    return done.returncode, [line.rstrip("\x1f").split("\x1f") for line in lines]
+
+
+def test_the_gpu_script_runs_the_three_results_whose_overrides_compose(tmp_path: Path) -> None:
+    rc, calls = gpu_script_calls(tmp_path, "/data")
+    assert rc == 0
+    assert [c[:2] for c in calls] == [["benchmarks/run.py", "cluster_neu_gpu"],
+                                      ["benchmarks/run.py", "weak_kolektor_gpu"],
+                                      ["benchmarks/kmeans_speed.py", "--archive"]]
+    assert "data.archive=/data/NEU-DET.zip" in calls[0] and "data.archive=/data/KolektorSDD.zip" in calls[1]
+    for call in calls[:2]:
+        cfg = compose_cfg(call[2:])
+        assert cfg.trainer.accelerator == "gpu" and cfg.task_name == call[1].removesuffix("_gpu")
+    rc, calls = gpu_script_calls(tmp_path / "one", "/data", "weak_kolektor")
+    assert rc == 0 and [c[1] for c in calls] == ["weak_kolektor_gpu"]
+    rc, _ = gpu_script_calls(tmp_path / "bad", "/data", "everything")
+    assert rc == 2
+
+
+def test_views_speed_times_both_views_with_the_presets_settings(tmp_path: Path) -> None:
+    load_script("views_speed").main(["--preset", "cluster_dagm_cpu", "--repeats", "1", "--allow-dirty",
+                                     "--name", str(tmp_path / "views")])
+    record = json.loads((tmp_path / "views.json").read_text())
+    metrics = record["metrics"]
+    assert metrics["views"]["global_size"] == 64 and metrics["batch_size"] == 32
+    assert metrics["per_image_s"] > 0 and metrics["per_batch_s"] > 0
+    assert metrics["speedup"] == metrics["per_image_s"] / metrics["per_batch_s"]
+    assert record["commit"] and record["command"].startswith("python benchmarks/views_speed.py")
