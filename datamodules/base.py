@@ -147,6 +147,7 @@ class DefectDataModule(L.LightningDataModule):
         self.train_mode = train_mode
         self.views = views
         self.batch_size = batch_size
+        self._views_batch_of_step: tuple[int | None, int] = (None, -1)
         self.train_samples: list[Sample] = []
         self.val_samples: list[Sample] = []
         self.test_samples: list[Sample] = []
@@ -319,11 +320,17 @@ class DefectDataModule(L.LightningDataModule):
         batch["pseudo_label"] = self.views_set.pseudo_labels[index.cpu()].to(index.device)
         if self.views_set.per_batch:
             images = batch.pop("image").float().div_(255.0)
-            step, rank = (self.trainer.global_step, self.trainer.global_rank) if self.trainer is not None else (0, 0)
-            generator = torch.Generator(images.device).manual_seed(
-                (self.seed * 1_000_003 + step) * 1009 + rank)
-            batch["views"] = self.views(images, generator)
+            batch["views"] = self.views(images, self._views_generator(images.device))
         return batch
+
+    def _views_generator(self, device: torch.device) -> torch.Generator:
+        """The per-batch views' random stream: seeded by ``seed``, the global step, the rank and the batch's place
+        among those of the same step (several with gradient accumulation), so a resumed run draws the same views."""
+        step, rank = (self.trainer.global_step, self.trainer.global_rank) if self.trainer is not None else (0, 0)
+        last_step, count = self._views_batch_of_step
+        count = count + 1 if step == last_step else 0
+        self._views_batch_of_step = (step, count)
+        return torch.Generator(device).manual_seed(((self.seed * 1_000_003 + step) * 1009 + rank) * 31 + count)
 
     def set_pseudo_labels(self, labels: torch.Tensor) -> None:
         """Replace the training images' pseudo-labels in place (shared memory: the sampler and the loader workers see

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
 import pytest
@@ -159,3 +160,23 @@ def test_gpu_presets_make_views_on_the_device_and_cpu_presets_in_the_loader() ->
                                ("cluster_neu_cpu", MultiCropViews), ("cluster_severstal_2c_cpu", MultiCropViews)]:
         cfg = compose_cfg([f"experiment={experiment}"])
         assert cfg.data.views._target_ == f"{target.__module__}.{target.__name__}", experiment
+
+
+def test_views_draws_differ_per_batch_and_repeat_after_a_resume(neu_root: Path) -> None:
+    def datamodule(step: int, rank: int = 0) -> NEUDataModule:
+        dm = NEUDataModule(root=neu_root, image_size=(32, 32), train_mode="views", batch_size=4,
+                           views=BatchedMultiCropViews(16, 8, 1, 1))
+        dm.trainer = SimpleNamespace(global_step=step, global_rank=rank)
+        return dm
+
+    def draw(dm: NEUDataModule) -> float:
+        return float(torch.rand(1, generator=dm._views_generator(torch.device("cpu"))))
+
+    dm = datamodule(5)
+    first, second = draw(dm), draw(dm)  # two batches of step 5 (gradient accumulation)
+    dm.trainer.global_step = 6
+    third = draw(dm)
+    assert len({first, second, third}) == 3
+    resumed = datamodule(5)
+    assert (draw(resumed), draw(resumed)) == (first, second)
+    assert draw(datamodule(5, rank=1)) != first
