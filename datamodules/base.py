@@ -312,8 +312,8 @@ class DefectDataModule(L.LightningDataModule):
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """A training batch in ``"views"`` mode, on the training device: its pseudo-labels re-read from the current
         assignment (a batch a loader worker prefetched before a reassignment carries the old ones), and, with a
-        per-batch views transform, its views made here from the decoded images, drawn from a generator seeded by
-        ``seed``, the global step and the rank (the same views after a resume)."""
+        per-batch views transform, its views made here from the decoded images (random draws from
+        :meth:`_views_generator`)."""
         if self.train_mode != "views" or not isinstance(batch, dict) or "pseudo_label" not in batch:
             return batch
         index = batch["index"]
