@@ -7,7 +7,8 @@
 #
 # DATA_DIR holds NEU-DET.zip and KolektorSDD.zip (default ../shared/datasets); STEP is any of cluster_neu,
 # weak_kolektor, kmeans_speed (default: all three, in that order). Commit first: benchmarks/run.py refuses a
-# dirty tree. k-means runs on the GPU only with a GPU build of faiss (README, "faiss").
+# dirty tree; in a copy of the tree without .git, set SOURCE_COMMIT to the commit it holds. k-means runs on the
+# GPU only with a GPU build of faiss (README, "faiss").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data=${1:-../shared/datasets}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import platform
 import subprocess
 from importlib import metadata
@@ -15,13 +16,16 @@ PACKAGES = ("torch", "torchvision", "lightning", "torchmetrics", "hydra-core", "
 
 
 def git_commit(cwd: str | Path | None = None) -> str:
+    """``git rev-parse HEAD`` of ``cwd``, ``-dirty`` appended where tracked files changed; outside a git checkout
+    (a copy of the tree, a container) the ``SOURCE_COMMIT`` environment variable, else ``"unknown"``."""
+    fallback = os.environ.get("SOURCE_COMMIT", "unknown")
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
                                capture_output=True, text=True, timeout=10).stdout.strip()
-        return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
+        return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else fallback
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return fallback
 
 
 def require_clean_tree(script: str, allow_dirty: bool = False, cwd: str | Path | None = None) -> str:

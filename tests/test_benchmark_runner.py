@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from evaluation.run_info import require_clean_tree, write_result
+from evaluation.run_info import git_commit, require_clean_tree, write_result
 from tests.conftest import PROJECT_ROOT
 from tests.helpers import compose_cfg
 
@@ -98,3 +98,13 @@ def test_views_speed_times_both_views_with_the_presets_settings(tmp_path: Path) 
     assert metrics["per_image_s"] > 0 and metrics["per_batch_s"] > 0
     assert metrics["speedup"] == metrics["per_image_s"] / metrics["per_batch_s"]
     assert record["commit"] and record["command"].startswith("python benchmarks/views_speed.py")
+
+
+def test_outside_a_git_checkout_the_commit_comes_from_source_commit(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
+    monkeypatch.delenv("SOURCE_COMMIT", raising=False)
+    assert git_commit(tmp_path) == "unknown"
+    monkeypatch.setenv("SOURCE_COMMIT", "0f0a3f6")
+    assert git_commit(tmp_path) == "0f0a3f6"
+    assert git_commit(PROJECT_ROOT) != "0f0a3f6"  # a checkout names its own commit
