@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -19,23 +18,12 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
+
+from cpu_precision import preset, timed  # noqa: E402
 
 from datamodules.views import BatchedMultiCropViews, MultiCropViews  # noqa: E402
 from evaluation.run_info import require_clean_tree, write_result  # noqa: E402
-from tests.helpers import compose_cfg  # noqa: E402
-
-
-def median_seconds(fn, repeats: int, sync=lambda: None) -> float:  # noqa: ANN001 - callables
-    fn()
-    sync()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -48,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     commit = require_clean_tree("benchmarks/views_speed.py", args.allow_dirty, ROOT)
     start = time.perf_counter()
-    cfg = compose_cfg([f"experiment={args.preset}"])
+    cfg = preset(args.preset)
     params = {k: (list(v) if not isinstance(v, int | float) else v) for k, v in cfg.data.views.items()
               if k != "_target_"}
     per_image, per_batch = MultiCropViews(**params), BatchedMultiCropViews(**params)
@@ -60,8 +48,8 @@ def main(argv: list[str] | None = None) -> None:
     result = {
         "batch_size": int(cfg.data.batch_size), "image_size": list(cfg.data.image_size), "views": params,
         "threads": torch.get_num_threads(), "device": str(device),
-        "per_image_s": median_seconds(lambda: [per_image(i.float().div(255)) for i in images], args.repeats),
-        "per_batch_s": median_seconds(lambda: per_batch(on_device.float().div(255), generator), args.repeats, sync),
+        "per_image_s": timed(lambda: [per_image(i.float().div(255)) for i in images], args.repeats),
+        "per_batch_s": timed(lambda: (per_batch(on_device.float().div(255), generator), sync()), args.repeats),
     }
     result["speedup"] = result["per_image_s"] / result["per_batch_s"]
     name = args.name or f"views_speed_{args.preset}_{device.type}"

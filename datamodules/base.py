@@ -52,7 +52,7 @@ class ViewsDataset(Dataset):
     With a per-batch views transform (``views.per_batch``, :class:`datamodules.views.BatchedMultiCropViews`)
     an item holds the decoded image instead (``"image"``, uint8), and the DataModule makes the views after the
     batch reached the training device. The pseudo-labels live in shared memory, so loader workers read the
-    current ones; the DataModule still re-reads them for each batch at transfer (workers prefetch batches).
+    current ones; the DataModule still re-reads them for each batch before its transfer (workers prefetch batches).
     """
 
     def __init__(self, base: DecodedDataset, views: Callable[..., list[torch.Tensor]]) -> None:
@@ -309,19 +309,23 @@ class DefectDataModule(L.LightningDataModule):
         """Two loaders: the training images (to fix a threshold without test data), then the test fold."""
         return [self._eval_loader(self.train_set, shard=True), self._eval_loader(self.test_set, shard=True)]
 
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """A training batch in ``"views"`` mode, before it moves to the device: its pseudo-labels re-read from the
+        current assignment (a batch a loader worker prefetched before a reassignment carries the old ones)."""
+        if self._is_views_batch(batch):
+            batch["pseudo_label"] = self.views_set.pseudo_labels[batch["index"]]
+        return batch
+
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """A training batch in ``"views"`` mode, on the training device: its pseudo-labels re-read from the current
-        assignment (a batch a loader worker prefetched before a reassignment carries the old ones), and, with a
-        per-batch views transform, its views made here from the decoded images (random draws from
-        :meth:`_views_generator`)."""
-        if self.train_mode != "views" or not isinstance(batch, dict) or "pseudo_label" not in batch:
-            return batch
-        index = batch["index"]
-        batch["pseudo_label"] = self.views_set.pseudo_labels[index.cpu()].to(index.device)
-        if self.views_set.per_batch:
+        """A training batch in ``"views"`` mode with a per-batch views transform, on the training device: its views
+        made here from the decoded images (random draws from :meth:`_views_generator`)."""
+        if self._is_views_batch(batch) and self.views_set.per_batch:
             images = batch.pop("image").float().div_(255.0)
             batch["views"] = self.views(images, self._views_generator(images.device))
         return batch
+
+    def _is_views_batch(self, batch: Any) -> bool:
+        return self.train_mode == "views" and isinstance(batch, dict) and "pseudo_label" in batch
 
     def _views_generator(self, device: torch.device) -> torch.Generator:
         """The per-batch views' random stream: seeded by ``seed``, the global step, the rank and the batch's place

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import roi_align
 from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
 
 
 class MultiCropViews:
@@ -37,6 +38,8 @@ class MultiCropViews:
         self.local_view = pipeline(local_size, local_scale)
         self.n_global, self.n_local = n_global, n_local
         self.sizes = [global_size] * n_global + [local_size] * n_local
+        self.scales = [tuple(global_scale)] * n_global + [tuple(local_scale)] * n_local
+        self.jitter, self.blur_p, self.gray_p = jitter, blur_p, gray_p
 
     def __call__(self, image: torch.Tensor) -> list[torch.Tensor]:
         return [self.global_view(image) for _ in range(self.n_global)] + [
@@ -97,13 +100,6 @@ class BatchedMultiCropViews(MultiCropViews):
 
     per_batch = True
 
-    def __init__(self, global_size: int = 200, local_size: int = 96, n_global: int = 2, n_local: int = 6,
-                 global_scale: tuple[float, float] = (0.4, 1.0), local_scale: tuple[float, float] = (0.05, 0.4),
-                 jitter: float = 0.4, blur_p: float = 0.5, gray_p: float = 0.2) -> None:
-        super().__init__(global_size, local_size, n_global, n_local, global_scale, local_scale, jitter, blur_p, gray_p)
-        self.scales = [tuple(global_scale)] * n_global + [tuple(local_scale)] * n_local
-        self.jitter, self.blur_p, self.gray_p = jitter, blur_p, gray_p
-
     def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> list[torch.Tensor]:
         return [self.view(images, size, scale, generator) for size, scale in zip(self.sizes, self.scales, strict=True)]
 
@@ -123,7 +119,7 @@ class BatchedMultiCropViews(MultiCropViews):
         x = torch.where(chance(0.5), x.flip(-2), x)
         x = torch.where(chance(0.8), self.color_jitter(x, generator), x)
         if x.shape[1] == 3:
-            x = torch.where(chance(self.gray_p), grayscale(x).expand_as(x), x)
+            x = torch.where(chance(self.gray_p), TF.rgb_to_grayscale(x, num_output_channels=3), x)
         return torch.where(chance(self.blur_p), self.blur(x, generator), x)
 
     def color_jitter(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -137,7 +133,7 @@ class BatchedMultiCropViews(MultiCropViews):
             return (y * b).clamp(0, 1)
 
         def contrast(y: torch.Tensor) -> torch.Tensor:
-            mean = grayscale(y).mean((1, 2, 3), keepdim=True)
+            mean = TF.rgb_to_grayscale(y).mean((1, 2, 3), keepdim=True)
             return (c * y + (1 - c) * mean).clamp(0, 1)
 
         return torch.where(order < 0.5, contrast(brightness(x)), brightness(contrast(x)))
@@ -153,10 +149,3 @@ class BatchedMultiCropViews(MultiCropViews):
         y = F.conv2d(y, k[:, None, None, :], groups=n * ch)
         return y.reshape(n, ch, height, width)
 
-
-def grayscale(x: torch.Tensor) -> torch.Tensor:
-    """(B, 1, H, W) luminance of (B, C, H, W) images, as torchvision's ``rgb_to_grayscale``; one channel as is."""
-    if x.shape[1] == 1:
-        return x
-    weights = torch.tensor([0.2989, 0.587, 0.114], device=x.device, dtype=x.dtype)
-    return (x * weights[None, :, None, None]).sum(1, keepdim=True)
