@@ -73,15 +73,23 @@ class FaissKMeans(L.Callback):
         align_to_previous: rename the clusters after the previous assignment and keep the head (see above).
         features_from_average: cluster the features of the trainer's averaged weights, where it has a
             weight-averaging callback (see above).
+        label_momentum: with ``align_to_previous``, keep votes across reassignments: each image's votes decay by
+            this factor and gain one for its new (aligned) cluster, and its pseudo-label is the most voted cluster,
+            so a cluster that k-means has given an image several times in a row outlasts one contrary
+            reassignment (0: the latest k-means alone, as the paper; votes are not in the paper).
     """
 
     def __init__(self, num_clusters: int, every_n_steps: int = 100, backend: str = "faiss", pca_dim: int | None = 64,
                  whiten: bool = True, l2_normalize: bool = True, niter: int | None = None, nredo: int = 3,
                  seed: int = 0, freeze_after: float = 1.0, progress: bool = True,
                  score_against_truth: bool = True, align_to_previous: bool = False,
-                 features_from_average: bool = True) -> None:
+                 features_from_average: bool = True, label_momentum: float = 0.0) -> None:
         if not 0.0 < freeze_after <= 1.0:
             raise ValueError(f"freeze_after is a fraction of max_steps in (0, 1], got {freeze_after}")
+        if not 0.0 <= label_momentum < 1.0 or (label_momentum and not align_to_previous):
+            raise ValueError(f"label_momentum must lie in [0, 1) and needs align_to_previous, got {label_momentum}")
+        self.label_momentum = label_momentum
+        self.votes: torch.Tensor | None = None
         self.freeze_after = freeze_after
         self.progress = progress
         self.score_against_truth = score_against_truth
@@ -135,6 +143,8 @@ class FaissKMeans(L.Callback):
             assignment = torch.from_numpy(labels)
             if align:
                 assignment = align_to(assignment, self.previous, self.num_clusters)
+            if self.label_momentum:
+                assignment = self.vote(assignment)
         assignment = trainer.strategy.broadcast(assignment, src=0)
         datamodule.set_pseudo_labels(assignment)
         if not align:
@@ -165,10 +175,17 @@ class FaissKMeans(L.Callback):
                        f"({record['seconds']:.1f} s{truth}{source})")
         return assignment
 
+    def vote(self, assignment: torch.Tensor) -> torch.Tensor:
+        """The most voted cluster of each image once ``assignment`` has voted (see ``label_momentum``)."""
+        ballot = torch.nn.functional.one_hot(assignment, self.num_clusters).float()
+        self.votes = ballot if self.votes is None else self.label_momentum * self.votes + ballot
+        return self.votes.argmax(1)
+
     def state_dict(self) -> dict:
-        return {"previous": self.previous, "history": self.history, "done_at": self._done_at}
+        return {"previous": self.previous, "history": self.history, "done_at": self._done_at, "votes": self.votes}
 
     def load_state_dict(self, state_dict: dict) -> None:
+        self.votes = state_dict.get("votes")
         self.previous = state_dict.get("previous")
         self.history = state_dict.get("history", [])
         self._done_at = state_dict.get("done_at", -1)

@@ -108,3 +108,14 @@ def test_align_to_renames_clusters_after_the_previous_assignment() -> None:
     aligned = align_to(renamed, previous, 3)
     assert aligned.tolist() == [0, 0, 2, 1, 1, 2, 2, 2]
     assert torch.equal(align_to(previous, previous, 3), previous)
+
+
+def test_votes_let_a_label_given_twice_outlast_one_contrary_reassignment() -> None:
+    callback = FaissKMeans(num_clusters=3, align_to_previous=True, label_momentum=0.7)
+    assert callback.vote(torch.tensor([0, 1, 2])).tolist() == [0, 1, 2]  # the first assignment stands
+    assert callback.vote(torch.tensor([1, 1, 2])).tolist() == [1, 1, 2]  # one vote each: the newer (1 > 0.7) wins
+    assert callback.vote(torch.tensor([1, 1, 0])).tolist() == [1, 1, 2]  # 2 was given twice: 1.19 > 1
+    assert callback.vote(torch.tensor([1, 1, 0])).tolist() == [1, 1, 0]  # and given up after two: 0.83 < 1.7
+    assert set(callback.state_dict()) >= {"votes"}
+    with pytest.raises(ValueError, match="align_to_previous"):
+        FaissKMeans(num_clusters=3, label_momentum=0.7)
