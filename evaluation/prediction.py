@@ -33,7 +33,7 @@ def weak_outputs(module: L.LightningModule, images: torch.Tensor) -> dict[str, t
 
 def cluster_outputs(module: L.LightningModule, images: torch.Tensor) -> dict[str, torch.Tensor]:
     """The cluster id (N,) and its softmax probability (N,) of the clustering model."""
-    probability, cluster = torch.softmax(module(images), dim=1).max(dim=1)
+    probability, cluster = torch.softmax(module.classify(images), dim=1).max(dim=1)
     return {"cluster": cluster, "probability": probability}
 
 

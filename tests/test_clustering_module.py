@@ -15,6 +15,7 @@ import lightning as L
 import pytest
 import timm
 import torch
+import torch.nn.functional as F
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import CSVLogger
 
@@ -24,6 +25,7 @@ from datamodules import NEUDataModule
 from datamodules.synthetic import write_neu_cls
 from datamodules.views import MultiCropViews
 from evaluation.clustering import clustering_summary
+from evaluation.prediction import cluster_outputs
 from lightning_modules.cluster import ClusteringModule, backbone_from_config, create_backbone
 from tests.conftest import PROJECT_ROOT
 from tests.helpers import compose_cfg
@@ -170,3 +172,26 @@ def test_cluster_experiment_end_to_end(neu_root: Path, tmp_path: Path) -> None:
     assert {"acc", "nmi", "confusion"} <= set(report["pooled"])
     assert report["pooled"]["n_images"] == 36
     assert (run_dir / "fold0" / "predictions.csv").read_text().startswith("name,target,cluster")
+
+
+def test_whole_images_are_classified_at_eval_scale_in_testing_and_prediction() -> None:
+    """``eval_scale`` resizes whole images before the head (testing, predict.py); training views are untouched."""
+    torch.manual_seed(0)
+    model = ClusteringModule(None, backbone="resnet18", num_clusters=3, num_classes=3,  # type: ignore[arg-type]
+                             eval_scale=0.5).eval()
+    sizes: list[tuple[int, ...]] = []
+    model.backbone.register_forward_pre_hook(lambda module, args: sizes.append(tuple(args[0].shape[-2:])))
+    images = torch.rand(4, 1, 64, 48)
+    with torch.no_grad():
+        logits = model.classify(images)
+        expected = model(F.interpolate(images, size=(32, 24), mode="bilinear", antialias=True))
+        assert torch.allclose(logits, expected) and sizes == [(32, 24), (32, 24)]
+        model.on_test_epoch_start()
+        model.test_step({"image": images, "target": torch.tensor([0, 1, 2, 0]), "index": torch.arange(4)}, 0, 1)
+        assert sizes[-1] == (32, 24)
+        probability = cluster_outputs(model, images)["probability"]
+        assert torch.allclose(probability, logits.softmax(1).max(1).values) and sizes[-1] == (32, 24)
+        model.hparams.eval_scale = 1.0
+        assert torch.equal(model.classify(images), model(images)) and sizes[-1] == (64, 48)
+    with pytest.raises(ValueError, match="eval_scale must be > 0"):
+        ClusteringModule(None, backbone="resnet18", eval_scale=0.0)  # type: ignore[arg-type]

@@ -40,6 +40,11 @@ class ClusteringModule(L.LightningModule):
         mean, std: input normalisation of the [0, 1] images.
         channels_last: keep the backbone's weights and inputs in channels-last memory order (faster convolutions
             on CPUs with oneDNN and on GPUs, most of all under ``bf16-mixed``; the numbers are the same).
+        eval_scale: whole images are resized by this factor before the head classifies them (:meth:`classify`:
+            testing, ``predict.py``), so that their texture appears at about the scale the head was trained on:
+            a global view of ``s`` px cropped from a region of side ``c`` shows it at ``s / c`` (the train-test
+            resolution discrepancy, Touvron et al. 2019, "FixRes"). 1.0: as decoded. The features k-means
+            clusters are taken as decoded either way.
     """
 
     def __init__(
@@ -58,8 +63,11 @@ class ClusteringModule(L.LightningModule):
         mean: float = 0.5,
         std: float = 0.25,
         channels_last: bool = False,
+        eval_scale: float = 1.0,
     ) -> None:
         super().__init__()
+        if eval_scale <= 0:
+            raise ValueError(f"eval_scale must be > 0, got {eval_scale}")
         self.save_hyperparameters(ignore=["optimizer"])
         self.optimizer_factory = optimizer
         self.backbone = backbone_from_config(backbone, in_chans, checkpoint_path, drop_path_rate)
@@ -82,6 +90,14 @@ class ClusteringModule(L.LightningModule):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Pseudo-class logits."""
         return self.head(self.features(images))
+
+    def classify(self, images: torch.Tensor) -> torch.Tensor:
+        """Pseudo-class logits of whole images, resized by ``eval_scale`` first (bilinear, antialiased)."""
+        scale = self.hparams.get("eval_scale", 1.0)  # checkpoints from before the option: 1.0
+        if scale != 1.0:
+            size = [max(1, round(side * scale)) for side in images.shape[-2:]]
+            images = F.interpolate(images, size=size, mode="bilinear", antialias=True, align_corners=False)
+        return self(images)
 
     # -- the hooks the FaissKMeans callback uses -------------------------------------------------
     @torch.no_grad()
@@ -160,7 +176,7 @@ class ClusteringModule(L.LightningModule):
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         start = time.perf_counter()
-        clusters = self(batch["image"]).argmax(1)
+        clusters = self.classify(batch["image"]).argmax(1)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         self._test_seconds += time.perf_counter() - start
