@@ -1,13 +1,16 @@
-"""Helpers shared by the tests: DataModule assertions, config composition, a ddp_sim subprocess run."""
+"""Helpers shared by the tests: DataModule assertions, config composition, a ddp_sim subprocess run, benchmark
+scripts loaded as modules."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import ModuleType
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -92,3 +95,11 @@ def wait_for_wandb_records(path: Path, keys: Sequence[bytes], timeout: float = 2
         if all(key in records for key in keys) or time.monotonic() > deadline:
             return records
         time.sleep(0.2)
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """The script ``benchmarks/<name>.py`` as a module (``benchmarks/`` is not a package)."""
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", PROJECT_ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

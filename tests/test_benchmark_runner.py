@@ -3,7 +3,6 @@ the same fields; the README's results table shows a result's nested numbers."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -13,18 +12,11 @@ import pytest
 
 from evaluation.run_info import git_commit, require_clean_tree, write_result
 from tests.conftest import PROJECT_ROOT
-from tests.helpers import compose_cfg
-
-
-def load_script(name: str):  # noqa: ANN201 - the module benchmarks/<name>.py
-    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", PROJECT_ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.helpers import compose_cfg, load_benchmark
 
 
 def test_a_dirty_tree_is_refused_before_anything_runs(monkeypatch: pytest.MonkeyPatch) -> None:
-    runner = load_script("run")
+    runner = load_benchmark("run")
     monkeypatch.setattr("evaluation.run_info.git_commit", lambda cwd=None: "0123abc-dirty")
     ran: list = []
     monkeypatch.setattr(subprocess, "run", lambda *a, **k: ran.append(a))
@@ -41,7 +33,7 @@ def test_a_clean_tree_passes_and_dirty_is_allowed_on_request(monkeypatch: pytest
 
 
 def test_the_results_table_flattens_nested_numbers_and_leaves_out_the_rest() -> None:
-    flatten = load_script("results_table").flatten
+    flatten = load_benchmark("results_table").flatten
     metrics = {"N": 1800, "native_bf16": False, "cpu_capability": "AVX2",
                "seconds": {"train_step": {"32-true": 4.5, "bf16-mixed": 44.2}}}
     assert flatten(metrics) == {"N": 1800, "seconds.train_step.32-true": 4.5, "seconds.train_step.bf16-mixed": 44.2}
@@ -90,7 +82,7 @@ def test_the_gpu_script_runs_the_three_results_whose_overrides_compose(tmp_path:
 
 
 def test_views_speed_times_both_views_with_the_presets_settings(tmp_path: Path) -> None:
-    load_script("views_speed").main(["--preset", "cluster_dagm_cpu", "--repeats", "1", "--allow-dirty",
+    load_benchmark("views_speed").main(["--preset", "cluster_dagm_cpu", "--repeats", "1", "--allow-dirty",
                                      "--name", str(tmp_path / "views")])
     record = json.loads((tmp_path / "views.json").read_text())
     metrics = record["metrics"]

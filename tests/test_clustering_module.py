@@ -28,7 +28,7 @@ from evaluation.clustering import clustering_summary
 from evaluation.prediction import cluster_outputs
 from lightning_modules.cluster import ClusteringModule, backbone_from_config, create_backbone
 from tests.conftest import PROJECT_ROOT
-from tests.helpers import compose_cfg
+from tests.helpers import compose_cfg, load_benchmark
 
 
 @pytest.fixture(scope="module")
@@ -172,6 +172,12 @@ def test_cluster_experiment_end_to_end(neu_root: Path, tmp_path: Path) -> None:
     assert {"acc", "nmi", "confusion"} <= set(report["pooled"])
     assert report["pooled"]["n_images"] == 36
     assert (run_dir / "fold0" / "predictions.csv").read_text().startswith("name,target,cluster")
+    # benchmarks/eval_scale.py re-tests the saved fold models: at the preset's eval_scale it gives the run's figures
+    retest = load_benchmark("eval_scale").retest
+    scales = retest(run_dir, [0.8, 1.0])
+    assert scales["0.8"]["pooled"]["acc"] == pytest.approx(report["pooled"]["acc"])
+    assert [f["acc"] for f in scales["0.8"]["folds"]] == pytest.approx([f["acc"] for f in report["folds"]])
+    assert scales["1.0"]["pooled"]["n_images"] == 36 and 0.0 <= scales["1.0"]["pooled"]["acc"] <= 1.0
 
 
 def test_whole_images_are_classified_at_eval_scale_in_testing_and_prediction() -> None:

@@ -1,0 +1,88 @@
+"""Re-test a finished clustering run's fold models with whole images at several ``model.eval_scale`` factors.
+
+    python benchmarks/eval_scale.py outputs/benchmarks/<run> --scales 1.0 0.8 --name <result name>
+
+No retraining: each ``<run>/fold<k>/checkpoints/last.ckpt`` is rebuilt (:func:`load_trained_model`), its fold's data
+from the run's ``config_resolved.yaml``, and tested by Lightning with the run's precision once per factor, as
+``train.py`` tests (the head's cluster of each test image, Hungarian ACC, NMI, pooled over the folds). Writes
+``benchmarks/results/<--name>.json`` with ``metrics.scales["<factor>"] = {"pooled": {...}, "folds": [...]}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from evaluation.run_info import require_clean_tree, write_result  # noqa: E402
+from lightning_modules.from_checkpoint import load_trained_model  # noqa: E402
+
+
+def fold_dirs(run_dir: Path) -> list[tuple[int, Path]]:
+    """The run's ``(fold, checkpoint)`` pairs, by fold."""
+    found = sorted((int(d.name.removeprefix("fold")), d / "checkpoints" / "last.ckpt")
+                   for d in run_dir.glob("fold*") if d.name.removeprefix("fold").isdigit())
+    if not found or not all(ckpt.is_file() for _, ckpt in found):
+        raise SystemExit(f"{run_dir}: expected fold<k>/checkpoints/last.ckpt for every fold, found {found}")
+    return found
+
+
+def retest(run_dir: Path, scales: list[float]) -> dict[str, Any]:
+    """Test every fold model of ``run_dir`` at each ``eval_scale`` in ``scales``."""
+    cfg = OmegaConf.load(run_dir / "config_resolved.yaml")
+    results: dict[str, Any] = {}
+    folds = fold_dirs(run_dir)
+    for scale in scales:
+        fold_results, module = [], None
+        for fold, ckpt in folds:
+            module = load_trained_model(ckpt).module
+            module.hparams.eval_scale = scale
+            datamodule = instantiate(cfg.data, fold=fold)
+            trainer = L.Trainer(accelerator="cpu", devices=1, precision=cfg.trainer.precision, logger=False,
+                                enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False)
+            trainer.test(module, datamodule=datamodule, verbose=False)
+            fold_results.append(module.fold_result)
+        pooled = module.pool(fold_results)
+        results[str(scale)] = {
+            "pooled": {k: pooled[k] for k in ("n_images", "acc", "nmi")},
+            "folds": [{"fold": fold, **{k: r["metrics"][k] for k in ("acc", "nmi")}}
+                      for (fold, _), r in zip(folds, fold_results, strict=True)],
+        }
+        print(f"eval_scale {scale}: pooled ACC {pooled['acc']:.4f}, folds "
+              f"{[round(r['metrics']['acc'], 4) for r in fold_results]}", flush=True)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("run_dir", type=Path, help="a train.py run folder (config_resolved.yaml, fold<k>/)")
+    parser.add_argument("--scales", type=float, nargs="+", default=[1.0, 0.8])
+    parser.add_argument("--name", required=True, help="the JSON's name under benchmarks/results/")
+    parser.add_argument("--allow-dirty", action="store_true", help="run even with uncommitted changes")
+    args = parser.parse_args()
+    commit = require_clean_tree("benchmarks/eval_scale.py", args.allow_dirty, ROOT)
+    torch.manual_seed(0)
+    start = time.perf_counter()
+    run_dir = args.run_dir.resolve()
+    scales = retest(run_dir, args.scales)
+    trained = json.loads((run_dir / "run_info.json").read_text()) if (run_dir / "run_info.json").is_file() else {}
+    metrics = {"run_dir": str(run_dir.relative_to(ROOT)) if run_dir.is_relative_to(ROOT) else str(run_dir),
+               "trained_at_commit": trained.get("commit"), "scales": scales}
+    write_result(ROOT / "benchmarks" / "results", args.name,
+                 "python benchmarks/eval_scale.py " + " ".join(sys.argv[1:]), commit, time.perf_counter() - start,
+                 metrics)
+
+
+if __name__ == "__main__":
+    main()
