@@ -5,7 +5,8 @@
 No retraining: each ``<run>/fold<k>/checkpoints/last.ckpt`` is rebuilt (:func:`load_trained_model`), its fold's data
 from the run's ``config_resolved.yaml``, and tested by Lightning with the run's precision once per factor, as
 ``train.py`` tests (the head's cluster of each test image, Hungarian ACC, NMI, pooled over the folds). Writes
-``benchmarks/results/<--name>.json`` with ``metrics.scales["<factor>"] = {"pooled": {...}, "folds": [...]}``.
+``benchmarks/results/<--name>.json`` with, for each factor, ``metrics.acc["<factor>"]`` and ``metrics.nmi[...]``
+(pooled) and ``metrics.fold_acc[...]`` (a list, by fold).
 """
 
 from __future__ import annotations
@@ -78,7 +79,10 @@ def main() -> None:
     scales = retest(run_dir, args.scales)
     trained = json.loads((run_dir / "run_info.json").read_text()) if (run_dir / "run_info.json").is_file() else {}
     metrics = {"run_dir": str(run_dir.relative_to(ROOT)) if run_dir.is_relative_to(ROOT) else str(run_dir),
-               "trained_at_commit": trained.get("commit"), "scales": scales}
+               "trained_at_commit": trained.get("commit"),
+               "acc": {scale: r["pooled"]["acc"] for scale, r in scales.items()},
+               "nmi": {scale: r["pooled"]["nmi"] for scale, r in scales.items()},
+               "fold_acc": {scale: [f["acc"] for f in r["folds"]] for scale, r in scales.items()}}
     write_result(ROOT / "benchmarks" / "results", args.name,
                  "python benchmarks/eval_scale.py " + " ".join(sys.argv[1:]), commit, time.perf_counter() - start,
                  metrics)
