@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
@@ -40,20 +39,23 @@ def fold_dirs(run_dir: Path) -> list[tuple[int, Path]]:
 
 
 def retest(run_dir: Path, scales: list[float]) -> dict[str, Any]:
-    """Test every fold model of ``run_dir`` at each ``eval_scale`` in ``scales``."""
+    """Test every fold model of ``run_dir`` at each ``eval_scale`` in ``scales`` (each fold's model and data built
+    once, then tested at every scale)."""
     cfg = OmegaConf.load(run_dir / "config_resolved.yaml")
-    results: dict[str, Any] = {}
     folds = fold_dirs(run_dir)
-    for scale in scales:
-        fold_results, module = [], None
-        for fold, ckpt in folds:
-            module = load_trained_model(ckpt).module
+    by_scale: dict[float, list[dict]] = {scale: [] for scale in scales}
+    module = None
+    for fold, ckpt in folds:
+        module = load_trained_model(ckpt).module
+        datamodule = instantiate(cfg.data, fold=fold)
+        trainer = L.Trainer(accelerator="cpu", devices=1, precision=cfg.trainer.precision, logger=False,
+                            enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False)
+        for scale in scales:
             module.hparams.eval_scale = scale
-            datamodule = instantiate(cfg.data, fold=fold)
-            trainer = L.Trainer(accelerator="cpu", devices=1, precision=cfg.trainer.precision, logger=False,
-                                enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False)
             trainer.test(module, datamodule=datamodule, verbose=False)
-            fold_results.append(module.fold_result)
+            by_scale[scale].append(module.fold_result)
+    results: dict[str, Any] = {}
+    for scale, fold_results in by_scale.items():
         pooled = module.pool(fold_results)
         results[str(scale)] = {
             "pooled": {k: pooled[k] for k in ("n_images", "acc", "nmi")},
@@ -73,7 +75,6 @@ def main() -> None:
     parser.add_argument("--allow-dirty", action="store_true", help="run even with uncommitted changes")
     args = parser.parse_args()
     commit = require_clean_tree("benchmarks/eval_scale.py", args.allow_dirty, ROOT)
-    torch.manual_seed(0)
     start = time.perf_counter()
     run_dir = args.run_dir.resolve()
     scales = retest(run_dir, args.scales)

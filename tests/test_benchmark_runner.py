@@ -83,7 +83,7 @@ def test_the_gpu_script_runs_the_three_results_whose_overrides_compose(tmp_path:
 
 def test_views_speed_times_both_views_with_the_presets_settings(tmp_path: Path) -> None:
     load_benchmark("views_speed").main(["--preset", "cluster_dagm_cpu", "--repeats", "1", "--allow-dirty",
-                                     "--name", str(tmp_path / "views")])
+                                        "--name", str(tmp_path / "views")])
     record = json.loads((tmp_path / "views.json").read_text())
     metrics = record["metrics"]
     assert metrics["views"]["global_size"] == 64 and metrics["batch_size"] == 32
