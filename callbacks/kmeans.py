@@ -5,9 +5,9 @@
 * ``sklearn_minibatch``: scikit-learn's ``MiniBatchKMeans`` with the paper's batch_size 256 and
   reassignment_ratio 0.01, for paper-faithful runs.
 
-Both return an assignment in which every cluster is used: an empty cluster takes the points farthest
-from their centroid in the largest cluster (a split, as DeepCluster does), so no class of the
-classifier is left without samples.
+Both return an assignment in which every cluster is used: an empty cluster takes one half of the largest
+cluster, split in two by 2-means (DeepCluster also splits a cluster to fill an empty one, by perturbing its
+centre), so no class of the classifier is left without samples.
 """
 
 from __future__ import annotations
@@ -28,12 +28,16 @@ def register(name: str) -> Callable:
 
 
 def preprocess(features: np.ndarray, pca_dim: int | None, whiten: bool, l2_normalize: bool) -> np.ndarray:
-    """Optional PCA (whitened) to ``pca_dim`` dimensions, then optional L2 normalization (DeepCluster's recipe)."""
+    """Optional PCA (whitened) to ``pca_dim`` dimensions, then optional L2 normalization (DeepCluster's recipe).
+
+    At most N - 1 components for N points: centred, they span no more, and whitening would blow up a component
+    of (numerically) zero variance into noise that outweighs the rest, or NaN.
+    """
     x = np.ascontiguousarray(features, dtype=np.float32)
     if pca_dim:
         import faiss
 
-        pca = faiss.PCAMatrix(x.shape[1], min(pca_dim, x.shape[1], x.shape[0]), -0.5 if whiten else 0.0)
+        pca = faiss.PCAMatrix(x.shape[1], max(1, min(pca_dim, x.shape[1], x.shape[0] - 1)), -0.5 if whiten else 0.0)
         pca.train(x)
         x = pca.apply_py(x)
     if l2_normalize:
@@ -41,21 +45,30 @@ def preprocess(features: np.ndarray, pca_dim: int | None, whiten: bool, l2_norma
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
-def fill_empty_clusters(x: np.ndarray, assignment: np.ndarray, k: int) -> np.ndarray:
-    """Give every empty cluster the farthest-from-centre points of the currently largest cluster."""
+def split_in_two(points: np.ndarray, seed: int = 0) -> np.ndarray:
+    """A boolean mask of one side of ``points`` split by 2-means (scikit-learn's KMeans); points all alike
+    cannot be split by distance: then the second half in order."""
+    from sklearn.cluster import KMeans
+
+    side = np.zeros(len(points), dtype=bool)
+    if len(np.unique(points, axis=0)) >= 2:
+        side = KMeans(n_clusters=2, n_init=3, random_state=seed).fit_predict(points).astype(bool)
+    if side.all() or not side.any():
+        side = np.arange(len(points)) >= len(points) // 2
+    return side
+
+
+def fill_empty_clusters(x: np.ndarray, assignment: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
+    """Give every empty cluster one side of the currently largest cluster split in two (:func:`split_in_two`)."""
     assignment = assignment.copy()
     for empty in range(k):
         if (assignment == empty).any():
             continue
         sizes = np.bincount(assignment, minlength=k)
-        big = int(sizes.argmax())
-        members = np.flatnonzero(assignment == big)
+        members = np.flatnonzero(assignment == int(sizes.argmax()))
         if members.size < 2:
             continue
-        centre = x[members].mean(axis=0)
-        far = members[np.argsort(-np.linalg.norm(x[members] - centre, axis=1))]
-        take = far[: max(1, members.size // 2)]  # the outer half of the largest cluster
-        assignment[take] = empty
+        assignment[members[split_in_two(x[members], seed)]] = empty
     return assignment
 
 
@@ -97,4 +110,4 @@ def cluster(features: np.ndarray, k: int, backend: str = "faiss", seed: int = 0,
         raise ValueError(f"cannot make {k} clusters from {features.shape[0]} points")
     x = preprocess(features, pca_dim, whiten, l2_normalize)
     assignment = KMEANS_BACKENDS[backend](x, k, seed=seed, **kwargs)
-    return fill_empty_clusters(x, assignment, k)
+    return fill_empty_clusters(x, assignment, k, seed)

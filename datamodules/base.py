@@ -30,6 +30,7 @@ class DecodedDataset(Dataset):
         self.images = torch.stack([d[0] for d in decoded]) if decoded else torch.empty(0, 1, *size)
         self.masks = torch.stack([d[1] for d in decoded]) if decoded else torch.empty(0, 1, *size)
         self.labels = torch.tensor([s.label for s in self.samples], dtype=torch.float32)
+        self.mask_known = torch.tensor([s.mask_known for s in self.samples], dtype=torch.bool)
         self.targets = torch.tensor([s.target for s in self.samples], dtype=torch.long)
 
     def __len__(self) -> int:
@@ -39,6 +40,7 @@ class DecodedDataset(Dataset):
         return {
             "image": self.images[index].float().div_(255.0),
             "mask": self.masks[index],
+            "mask_known": self.mask_known[index],
             "label": self.labels[index],
             "target": self.targets[index],
             "index": index,
@@ -161,8 +163,13 @@ class DefectDataModule(L.LightningDataModule):
         """The dataset's official test groups per fold, if it has them."""
         return None
 
-    def defective_training_groups(self) -> list[str] | None:
-        """Groups whose defective images an official split keeps for training, if it restricts them."""
+    def official_training_groups(self) -> list[str] | None:
+        """The groups an official split trains on (every image of them), if it names them; else every group
+        outside the test fold."""
+        return None
+
+    def official_validation_groups(self) -> list[str] | None:
+        """The groups an official split validates on, if it names them (then ``val_fraction`` is not used)."""
         return None
 
     download_hint: str = "see the README for where to get this dataset"
@@ -208,6 +215,17 @@ class DefectDataModule(L.LightningDataModule):
             raise DatasetError(f"the split names groups not found under {self.root}: {', '.join(missing[:5])}")
         train = [s for s in samples if s.group not in test_set]
         test = [s for s in samples if s.group in test_set]
+        allowed = self.official_training_groups()
+        if allowed is not None:
+            missing = sorted(set(allowed) - {s.group for s in train})
+            if missing:
+                raise DatasetError(f"the split trains on groups not found under {self.root} outside the test fold: "
+                                   f"{', '.join(missing[:5])}")
+            train = [s for s in train if s.group in set(allowed)]
+        validation = self.official_validation_groups()
+        if validation is not None:
+            self.val_samples = [s for s in samples if s.group in set(validation) - test_set]
+            return self.select_defective(train), test
         train, self.val_samples = self.hold_out(train)
         return self.select_defective(train), test
 
@@ -230,9 +248,6 @@ class DefectDataModule(L.LightningDataModule):
     def select_defective(self, train: list[Sample]) -> list[Sample]:
         """Keep ``num_defective`` defective training images, chosen by seed; defect-free ones unchanged."""
         defective = [s for s in train if s.label == 1]
-        allowed = self.defective_training_groups()
-        if allowed is not None:
-            defective = [s for s in defective if s.group in set(allowed)]
         if self.num_defective is not None:
             if self.num_defective > len(defective):
                 raise DatasetError(

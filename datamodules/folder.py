@@ -16,6 +16,7 @@ others 1 (all of them when no class has that name). Each image is its own group,
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -66,12 +67,28 @@ def resolve_masks_root(root: str | Path, masks_root: str | Path | None) -> Path 
     return default if default.is_dir() else None
 
 
+def check_defect_free_class(root: str | Path, defect_free_class: str | None, classes: list[str]) -> None:
+    """A ``defect_free_class`` that names no class folder: an error where it differs from one only in case (a
+    typo that would silently call every image defective), else a warning (every image counts as defective)."""
+    if defect_free_class is None or defect_free_class in classes:
+        return
+    near = [c for c in classes if c.lower() == defect_free_class.lower()]
+    if near:
+        raise DatasetError(f"no class folder {defect_free_class!r} under {root}, but there is {near[0]!r}: "
+                           f"set data.defect_free_class={near[0]}")
+    warnings.warn(f"no class folder {defect_free_class!r} (data.defect_free_class) under {root} (classes: "
+                  f"{', '.join(classes)}): every image counts as defective; name the defect-free folder, or set "
+                  "data.defect_free_class=null where there is none", stacklevel=3)
+
+
 def list_folder_samples(root: str | Path, defect_free_class: str | None = "good",
                         masks_root: str | Path | None = None) -> list[Sample]:
     """Every image under ``root/<class>/`` (see the module docstring); an empty class folder is an error."""
     masks = resolve_masks_root(root, masks_root) if Path(root).is_dir() else None
+    folders = class_folders(root, exclude=masks)
+    check_defect_free_class(root, defect_free_class, [f.name for f in folders])
     samples = []
-    for target, folder in enumerate(class_folders(root, exclude=masks)):
+    for target, folder in enumerate(folders):
         images = image_files(folder)
         if not images:
             raise DatasetError(f"class folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")

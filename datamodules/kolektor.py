@@ -73,7 +73,9 @@ class KolektorSDDDataModule(DefectDataModule):
             return ksdd_split_from_pickle(self.split_file)[1]
         return OFFICIAL_TEST_FOLDS if self.official_split else None
 
-    def defective_training_groups(self) -> list[str] | None:
+    def official_training_groups(self) -> list[str] | None:
+        """With a split file: its training folders of this fold, every image of them, defect-free ones too, as the
+        reference code (mixed-segdec-net, ``data/input_ksdd.py``) reads them: with ``split_5_5`` 5 commutators."""
         if self.split_file is None:
             return None
         return ksdd_split_from_pickle(self.split_file)[0][self.fold]

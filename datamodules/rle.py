@@ -16,16 +16,15 @@ def rle_runs(rle: str, shape: tuple[int, int]) -> np.ndarray:
     if len(values) % 2:
         raise ValueError(f"run-length string has an odd number of values ({len(values)})")
     try:
-        pairs = np.asarray(values, dtype=np.int64).reshape(-1, 2)
+        numbers = [int(v) for v in values]  # Python ints: a huge value cannot wrap around as int64 would
     except ValueError as err:
         raise ValueError(f"run-length string has a non-integer value: {err}") from err
-    starts, lengths = pairs[:, 0], pairs[:, 1]
-    bad = np.flatnonzero((starts < 1) | (lengths < 1))
-    if bad.size:
-        raise ValueError(f"run ({starts[bad[0]]}, {lengths[bad[0]]}) has a non-positive start or length")
-    beyond = np.flatnonzero(starts - 1 + lengths > height * width)
-    if beyond.size:
-        raise ValueError(f"run ({starts[beyond[0]]}, {lengths[beyond[0]]}) goes beyond the {width}x{height} image")
+    for start, length in zip(numbers[0::2], numbers[1::2], strict=True):
+        if start < 1 or length < 1:
+            raise ValueError(f"run ({start}, {length}) has a non-positive start or length")
+        if start - 1 + length > height * width:
+            raise ValueError(f"run ({start}, {length}) goes beyond the {width}x{height} image")
+    pairs = np.asarray(numbers, dtype=np.int64).reshape(-1, 2)
     return pairs
 
 

@@ -23,7 +23,8 @@ class Sample:
     ``group`` is the unit that must not be split across folds (a KolektorSDD commutator ``kosNN``; the
     image itself elsewhere). ``mask`` (a label image) or ``mask_rle`` (a run-length string over the
     image, see :mod:`datamodules.rle`) is a pixel label used for evaluation and pictures only, never by
-    a training loss.
+    a training loss. A defective image with neither has no known mask (:attr:`mask_known`): it is left out of the
+    pixel metrics, where an empty mask would count its defect as defect-free pixels.
     """
 
     name: str
@@ -33,6 +34,11 @@ class Sample:
     mask: Path | None = None
     target: int = -1
     mask_rle: str | None = None
+
+    @property
+    def mask_known(self) -> bool:
+        """Whether the pixel label is known: a mask or run-length string, or a defect-free image (empty)."""
+        return self.mask is not None or self.mask_rle is not None or not self.label
 
     @property
     def stratum(self) -> str:

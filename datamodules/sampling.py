@@ -55,7 +55,9 @@ class UniformOverLabelsSampler(Sampler[int]):
     """Draw ``num_samples`` indices per epoch: a label uniformly among the non-empty ones, then a member.
 
     Reads ``labels`` (a tensor shared with the dataset) at every draw, so a reassignment of
-    pseudo-labels mid-epoch takes effect at once, and one large cluster cannot swallow the training.
+    pseudo-labels mid-epoch takes effect with the next draw, and one large cluster cannot swallow the training.
+    With loader workers the batches they have already drawn (``prefetch_factor`` x ``num_workers``) keep the old
+    clusters' balance for those few steps; their labels are still the new ones (re-read before the transfer).
     """
 
     def __init__(self, labels: torch.Tensor, num_samples: int | None = None, seed: int = 0) -> None:

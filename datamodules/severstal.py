@@ -82,7 +82,7 @@ def read_severstal_csv(
     if not csv_path.is_file():
         raise DatasetError(f"Severstal annotation file {csv_path} does not exist")
     defects: dict[str, list[Defect]] = {}
-    with open(csv_path, newline="") as handle:
+    with open(csv_path, newline="", encoding="utf-8-sig") as handle:  # -sig: a byte-order mark (Excel) too
         reader = csv.reader(handle)
         header = [h.strip() for h in next(reader, [])]
         if header not in (["ImageId", "ClassId", "EncodedPixels"], ["ImageId_ClassId", "EncodedPixels"]):
@@ -124,18 +124,26 @@ def _stem(name: str) -> str:
     return name[: -len(Path(name).suffix)] if Path(name).suffix.lower() in IMAGE_SUFFIXES else name
 
 
-def read_steel_split(path: str | Path) -> set[str]:
-    """Image ids (without ``.jpg``) of an official STEEL ``split_*.pyb``: ``(train, test, validation)``."""
+def read_steel_split_parts(path: str | Path) -> tuple[list[str], list[str], list[str]]:
+    """The image ids (without ``.jpg``) of an official STEEL ``split_*.pyb``, per part: ``(train, test,
+    validation)``; each item of the file is ``(image name, is fully labelled)`` or a name."""
     content = load_split_pickle(path)
     try:
         parts = list(content)  # type: ignore[call-overload]
         if len(parts) != 3:
             raise ValueError(f"{len(parts)} lists")
-        return {_stem(str(item if isinstance(item, str) else item[0])) for part in parts for item in part}
+        train, test, validation = ([_stem(str(item if isinstance(item, str) else item[0])) for item in part]
+                                   for part in parts)
     except (TypeError, ValueError, IndexError) as err:
         raise DatasetError(
             f"split file {path} is not a STEEL (train, test, validation) triple: {err}"
         ) from err
+    return train, test, validation
+
+
+def read_steel_split(path: str | Path) -> set[str]:
+    """Every image id (without ``.jpg``) an official STEEL ``split_*.pyb`` names, in any part."""
+    return {name for part in read_steel_split_parts(path) for name in part}
 
 
 def paper_subset(samples: list[Sample], seed: int, clean: int = 300, per_class: int = 50) -> list[Sample]:
@@ -180,7 +188,8 @@ def list_severstal_samples(
         num_classes: 5 (target = ClassId, 0 defect-free) or 2 (target = label).
         multi_class_rule: ``largest_area`` or ``first`` (lowest ClassId) for images with several classes.
         image_shape: (H, W) the run-length strings are validated against (256x1600 for the real data).
-        split_file: an official STEEL ``.pyb``; only the images it lists (train, test or validation) are kept.
+        split_file: an official STEEL ``.pyb``; only the images it lists (train, test or validation) are kept
+            (:class:`SeverstalDataModule` then splits them as the file does).
         use_paper_subset: keep :func:`paper_subset` (``subset_clean`` defect-free, ``subset_per_class``
             per class, chosen by ``seed``).
     """
@@ -221,6 +230,10 @@ def list_severstal_samples(
 class SeverstalDataModule(DefectDataModule):
     """Severstal steel defects, 2 or 5 classes, folds stratified by class.
 
+    With ``split_file`` (an official STEEL ``split_*.pyb``, as Bozic et al.'s mixed-segdec-net reads it) the file
+    is the split: one fold (``num_folds=1``), trained on its training images, tested on its test images, validated
+    on its validation images.
+
     Args:
         num_classes, multi_class_rule, image_shape, split_file: see :func:`list_severstal_samples`.
         paper_subset: the paper's 500 images (``subset_clean`` = 300 defect-free, ``subset_per_class`` = 50
@@ -248,6 +261,26 @@ class SeverstalDataModule(DefectDataModule):
         self.subset_clean = subset_clean
         self.subset_per_class = subset_per_class
         self.split_file = Path(split_file) if split_file else None
+
+    def _split_parts(self) -> tuple[list[str], list[str], list[str]] | None:
+        if self.split_file is None:
+            return None
+        if self.num_folds != 1:
+            raise DatasetError(f"split file {self.split_file} is one train/test split: set data.num_folds=1 and "
+                               f"folds=[0] (got num_folds={self.num_folds})")
+        return read_steel_split_parts(self.split_file)
+
+    def official_test_groups(self) -> list[list[str]] | None:
+        parts = self._split_parts()
+        return None if parts is None else [parts[1]]
+
+    def official_training_groups(self) -> list[str] | None:
+        parts = self._split_parts()
+        return None if parts is None else parts[0]
+
+    def official_validation_groups(self) -> list[str] | None:
+        parts = self._split_parts()
+        return None if parts is None else parts[2]
 
     def list_samples(self) -> list[Sample]:
         return list_severstal_samples(

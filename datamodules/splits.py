@@ -28,7 +28,7 @@ def load_split_pickle(path: str | Path) -> object:
 
 
 def ksdd_split_from_pickle(path: str | Path) -> tuple[list[list[str]], list[list[str]]]:
-    """The KolektorSDD split ``(train_folds, test_folds)``: per fold, defective training folders and test folders."""
+    """The KolektorSDD split ``(train_folds, test_folds)``: per fold, the training folders and the test folders."""
     content = load_split_pickle(path)
     try:
         train_folds, test_folds = content  # type: ignore[misc]

@@ -200,14 +200,15 @@ def write_dagm(
 
     ``Labels.txt`` has a header line, then tab-separated rows ``index  defective  image  0  label-or-0``.
     Every ``defective_every``-th image is defective, with an elliptic-ish blob in its 0/255 label image.
-    Image numbers run on from Train into Test, as in the release. Returns ``root``.
+    Image numbers start at 1 in Test and run on into Train (Test 0001-0575, Train 0576-1150 for Class1 of the
+    release). Returns ``root``.
     """
     root = Path(root)
     rng = np.random.default_rng(seed)
     height, width = size
     for texture in textures:
-        number = 0
         for split in ("Train", "Test"):
+            number = 1 if split == "Test" else n_per_split + 1
             folder = root / f"Class{texture}" / split
             (folder / "Label").mkdir(parents=True, exist_ok=True)
             lines = ["1"]

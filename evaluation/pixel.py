@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import math
 
 import torch
 from torchmetrics import Metric
@@ -31,7 +32,9 @@ def binned_table(preds: torch.Tensor, target: torch.Tensor, thresholds: torch.Te
 
 
 class PixelMetrics(Metric):
-    """Binned (``thresholds`` evenly spaced in [0, 1]) pixel AUROC and AP over all test images.
+    """Binned (``thresholds`` evenly spaced in [0, 1]) pixel AUROC and AP over all test images given to it (the
+    weak module gives those whose mask is known), and how many images that was (``pixel_images``); NaN where
+    they hold no defect pixel.
 
     The state is one ``(thresholds, 2, 2)`` confusion table per image with the image's id: under DDP the
     tables of all ranks are gathered, an image that the DistributedSampler repeated to pad the last round is
@@ -62,5 +65,8 @@ class PixelMetrics(Metric):
         ids = cat_state(self.ids, torch.long, self.thresholds.device)
         _, tables = gather_unique(ids, tables)
         table = tables.sum(0)
+        if not int(table[0, 1].sum()):  # no defect pixel with a known mask: nothing to rank against
+            return {"pixel_auroc": math.nan, "pixel_ap": math.nan, "pixel_images": len(tables)}
         return {"pixel_auroc": float(_auroc._binary_auroc_compute(table, self.thresholds)),
-                "pixel_ap": float(_ap._binary_average_precision_compute(table, self.thresholds))}
+                "pixel_ap": float(_ap._binary_average_precision_compute(table, self.thresholds)),
+                "pixel_images": len(tables)}

@@ -27,6 +27,7 @@ def dagm_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def fresh_dagm(tmp_path: Path) -> Path:
+    """Test 0001-0003, Train 0004-0006 (numbered as in the release)."""
     return write_dagm(tmp_path / "DAGM", textures=(1,), n_per_split=3, defective_every=2, size=(32, 32))
 
 
@@ -46,7 +47,8 @@ def test_one_texture_pools_train_and_test(dagm_root: Path) -> None:
     samples = list_dagm_samples(dagm_root, [2])
     assert len(samples) == 2 * N_PER_SPLIT
     names = [s.name for s in samples]
-    assert names[0] == "Class2/Train/0000" and names[-1] == f"Class2/Test/{2 * N_PER_SPLIT - 1:04d}"
+    # as in the release: Test numbered from 0001, Train after it (here 0007-0012)
+    assert names[0] == f"Class2/Train/{N_PER_SPLIT + 1:04d}" and names[-1] == f"Class2/Test/{N_PER_SPLIT:04d}"
     assert sum(s.label for s in samples) == 4
     assert all(s.target == s.label and s.group == s.name for s in samples)
     for s in samples:
@@ -122,28 +124,28 @@ def test_missing_labels_txt(fresh_dagm: Path) -> None:
 
 
 def test_labels_naming_a_missing_image(fresh_dagm: Path) -> None:
-    write_labels(fresh_dagm, ["1", "1\t0\t0000.PNG\t0\t0", "2\t0\t0099.PNG\t0\t0"])
+    write_labels(fresh_dagm, ["1", "1\t0\t0004.PNG\t0\t0", "2\t0\t0099.PNG\t0\t0"])
     with pytest.raises(DatasetError, match=r"Label/Labels\.txt line 3: image .*0099\.PNG does not exist"):
         list_dagm_samples(fresh_dagm)
 
 
 def test_labels_naming_a_missing_label_image(fresh_dagm: Path) -> None:
-    write_labels(fresh_dagm, ["1", "1\t1\t0000.PNG\t0\t0000_label.PNG"])
-    with pytest.raises(DatasetError, match=r"Labels\.txt line 2: label image .*0000_label\.PNG does not"):
+    write_labels(fresh_dagm, ["1", "1\t1\t0004.PNG\t0\t0004_label.PNG"])
+    with pytest.raises(DatasetError, match=r"Labels\.txt line 2: label image .*0004_label\.PNG does not"):
         list_dagm_samples(fresh_dagm)
 
 
 @pytest.mark.parametrize(
     ("row", "message"),
     [
-        ("2\t0\t0001.PNG\t0", "expected 5 tab-separated fields"),
-        ("2\tyes\t0001.PNG\t0\t0", "defective flag 0 or 1"),
-        ("two\t0\t0001.PNG\t0\t0", "integer index"),
-        ("2\t1\t0000.PNG\t0\t0", "defective image 0000.PNG has no label image"),
+        ("2\t0\t0005.PNG\t0", "expected 5 tab-separated fields"),
+        ("2\tyes\t0005.PNG\t0\t0", "defective flag 0 or 1"),
+        ("two\t0\t0005.PNG\t0\t0", "integer index"),
+        ("2\t1\t0004.PNG\t0\t0", "defective image 0004.PNG has no label image"),
     ],
 )
 def test_malformed_rows_name_file_and_line(fresh_dagm: Path, row: str, message: str) -> None:
-    write_labels(fresh_dagm, ["1", "1\t0\t0000.PNG\t0\t0", "", row])
+    write_labels(fresh_dagm, ["1", "1\t0\t0004.PNG\t0\t0", "", row])
     with pytest.raises(DatasetError, match=rf"Train/Label/Labels\.txt line 4: .*{message}"):
         list_dagm_samples(fresh_dagm)
 

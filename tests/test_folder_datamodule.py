@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import collections
 import json
+import math
 import os
 import subprocess
 import sys
+import warnings
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +17,13 @@ import pytest
 import torch
 from hydra.utils import instantiate
 from PIL import Image
+from torch.utils.data import default_collate
 
 from datamodules import DatasetError, FolderDataModule, Sample, list_folder_samples
+from datamodules.base import DecodedDataset
 from datamodules.synthetic import write_folder
+from evaluation.pixel import PixelMetrics
+from lightning_modules.weak import WeakDefectNet, WeakDetectionModule
 from tests.conftest import PROJECT_ROOT
 from tests.helpers import compose_cfg, fold_test_sets
 from workflow.class_counts import class_counts
@@ -50,9 +57,18 @@ def test_classes_sorted_by_name_and_good_is_defect_free(folder_data) -> None:
     assert samples[0].name == "dent/000.png"
 
 
+def test_a_defect_free_class_differing_in_case_is_an_error(folder_data) -> None:
+    with pytest.raises(DatasetError, match=r"no class folder 'Good' under .*, but there is 'good'"):
+        list_folder_samples(folder_data[0], defect_free_class="Good")
+
+
 def test_without_the_defect_free_class_all_are_defective(folder_data) -> None:
     root, _ = folder_data
-    assert all(s.label == 1 for s in list_folder_samples(root, defect_free_class="ok"))
+    with pytest.warns(UserWarning, match=r"no class folder 'ok' .* every image counts as defective"):
+        assert all(s.label == 1 for s in list_folder_samples(root, defect_free_class="ok"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # null says there is no defect-free class: nothing to warn about
+        assert all(s.label == 1 for s in list_folder_samples(root, defect_free_class=None))
     assert sum(1 - s.label for s in list_folder_samples(root, defect_free_class="dent")) == PER_CLASS
 
 
@@ -182,3 +198,38 @@ def test_clustering_runs_on_a_users_folder(tmp_path: Path) -> None:
     assert abs(fold["eacc"] - (fold["acc"] + fold["fdr"])) < 1e-6
     stored = torch.load(run_dir / "fold0" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert (stored["hyper_parameters"]["num_clusters"], stored["hyper_parameters"]["defect_free_class"]) == (3, 0)
+
+
+def test_a_defective_image_without_a_mask_is_left_out_of_the_pixel_metrics(tmp_path: Path) -> None:
+    """A partly annotated folder: an empty mask would count that image's defect as defect-free pixels."""
+    root = write_folder(tmp_path / "images", classes=("crack", "good"), per_class=3, masks_root=tmp_path / "masks",
+                        seed=2)
+    missing = sorted((tmp_path / "masks" / "crack").iterdir())[0]
+    missing.unlink()
+    samples = list_folder_samples(root, masks_root=tmp_path / "masks")
+    assert [(s.name.split("/")[0], s.mask_known) for s in samples] == [
+        ("crack", False), ("crack", True), ("crack", True), ("good", True), ("good", True), ("good", True)]
+    dataset = DecodedDataset(samples, (32, 32))
+    batch = default_collate([dataset[i] for i in range(len(dataset))])
+    assert batch["mask_known"].tolist() == [False, True, True, True, True, True]
+
+    torch.manual_seed(0)
+    stages = [{"name": "localization", "iterations": 1, "lr": 0.1, "train": ["trunk", "lnet"], "losses": ["weak"]}]
+    module = WeakDetectionModule(WeakDefectNet(lnet_wide=8), partial(torch.optim.SGD), stages=stages,
+                                 heatmap_dir=None).eval()
+    with torch.no_grad():
+        module.test_step(batch, 0, dataloader_idx=1)
+        heat, _ = module.net(batch["image"])
+    full = torch.nn.functional.interpolate(heat, size=(32, 32), mode="bilinear", align_corners=False)
+    expected = PixelMetrics()
+    expected.update(full[1:], batch["mask"][1:], batch["index"][1:])
+    assert module.pixel_metrics.compute() == pytest.approx(expected.compute())
+    assert module.pixel_metrics.compute()["pixel_images"] == 5
+
+
+def test_pixel_metrics_are_nan_without_defect_pixels() -> None:
+    """No known mask holds a defect (a dataset without masks): there is nothing to rank, not a score of 0."""
+    metric = PixelMetrics()
+    metric.update(torch.rand(3, 1, 8, 8), torch.zeros(3, 1, 8, 8), torch.arange(3))
+    result = metric.compute()
+    assert math.isnan(result["pixel_auroc"]) and math.isnan(result["pixel_ap"]) and result["pixel_images"] == 3

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from callbacks.faiss_kmeans import FaissKMeans, align_to, truth_scores
-from callbacks.kmeans import KMEANS_BACKENDS, cluster, fill_empty_clusters, make_faiss_kmeans
+from callbacks.kmeans import KMEANS_BACKENDS, cluster, fill_empty_clusters, make_faiss_kmeans, preprocess
 from datamodules.sampling import UniformOverLabelsSampler
 from evaluation.clustering import clustering_summary
 
@@ -52,11 +52,23 @@ def test_faiss_trains_on_every_point() -> None:
     assert km.cp.max_points_per_centroid * 4 >= 10_000
 
 
-def test_empty_clusters_are_filled_from_the_largest() -> None:
-    x, _ = blobs(k=2)
-    assignment = np.zeros(len(x), dtype=np.int64)  # everything in cluster 0; 1 and 2 empty
+def test_empty_clusters_are_filled_by_splitting_the_largest() -> None:
+    x, y = blobs(k=3)
+    assignment = np.where(y == 2, 1, 0)  # blobs 0 and 1 in cluster 0, blob 2 in cluster 1, cluster 2 empty
     filled = fill_empty_clusters(x, assignment, 3)
-    assert set(np.unique(filled)) == {0, 1, 2}
+    out = clustering_summary(torch.from_numpy(filled), torch.from_numpy(y), 3, 3)
+    assert out["acc"] == pytest.approx(1.0)  # the split follows the two blobs, not the distance from the centre
+    alike = fill_empty_clusters(np.ones((6, 2), dtype=np.float32), np.zeros(6, dtype=np.int64), 3)
+    assert np.bincount(alike, minlength=3).min() > 0  # identical points: split in order
+
+
+@pytest.mark.parametrize("n", [20, 64])
+def test_whitening_keeps_at_most_n_minus_1_components(n: int) -> None:
+    """N points centred span N - 1 dimensions: a 64th whitened component of 64 points would be noise or NaN."""
+    x = np.random.default_rng(0).normal(size=(n, 768)).astype(np.float32)
+    prepared = preprocess(x, pca_dim=64, whiten=True, l2_normalize=True)
+    assert prepared.shape == (n, min(64, n - 1)) and np.isfinite(prepared).all()
+    assert np.abs(prepared).max() < 0.9  # no single component dominates every point
 
 
 def test_too_few_points_is_an_error() -> None:

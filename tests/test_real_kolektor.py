@@ -38,13 +38,19 @@ def test_real_dataset_counts_and_official_folds(real_root: Path, shared_datasets
         assert not {s.group for s in dm.train_samples} & set(OFFICIAL_TEST_FOLDS[fold])
 
 
-def test_split_file_restricts_defective_training_images(real_root: Path, shared_datasets: Path) -> None:
+@pytest.mark.parametrize(("name", "folders"), [("split_5_5", 5), ("split_10_10", 10), ("split_33_33", 33)])
+def test_a_split_file_trains_on_every_image_of_its_folders(real_root: Path, shared_datasets: Path, name: str,
+                                                          folders: int) -> None:
+    """As the reference code reads them: the listed folders' images, defect-free ones too, and no other."""
     dm = KolektorSDDDataModule(root=real_root, image_size=(88, 32), fold=1,
-                               split_file=shared_datasets / "splits" / "KSDD" / "split_10_10.pyb")
+                               split_file=shared_datasets / "splits" / "KSDD" / f"{name}.pyb")
     dm.setup()
-    train_folders, _ = ksdd_split_from_pickle(dm.split_file)
-    defective = [s for s in dm.train_samples if s.label]
-    assert {s.group for s in defective} <= set(train_folders[1]) and len(defective) >= 10
+    train_folders, test_folders = ksdd_split_from_pickle(dm.split_file)
+    assert len(train_folders[1]) == folders
+    assert {s.group for s in dm.train_samples} == set(train_folders[1])
+    assert {s.group for s in dm.test_samples} == set(test_folders[1])
+    everything = {s.name for s in dm.list_samples() if s.group in set(train_folders[1])}
+    assert {s.name for s in dm.train_samples} == everything and any(not s.label for s in dm.train_samples)
 
 
 def test_a_few_training_steps_and_a_test_on_real_images(real_root: Path, tmp_path: Path) -> None:

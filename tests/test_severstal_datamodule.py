@@ -155,6 +155,22 @@ def test_split_file_restricts_the_images(generated, tmp_path: Path) -> None:
     assert [s.name for s in samples] == [names[0], names[1], names[5], names[9]]
 
 
+def test_split_file_is_the_split(generated, tmp_path: Path) -> None:
+    """As the reference code uses it: its training, test and validation images, one fold."""
+    root, _ = generated
+    names = sorted(s.name for s in listing(root))
+    split = tmp_path / "split_3_3.pyb"
+    split.write_bytes(pickle.dumps(([(n, True) for n in names[:6]], [(n, True) for n in names[6:10]],
+                                    [(n, False) for n in names[10:12]])))
+    dm = make_dm(root, split_file=split, num_folds=1, val_fraction=0.5)  # the file's validation images win
+    dm.setup()
+    assert sorted(s.name for s in dm.train_samples) == names[:6]
+    assert sorted(s.name for s in dm.test_samples) == names[6:10]
+    assert sorted(s.name for s in dm.val_samples) == names[10:12]
+    with pytest.raises(DatasetError, match=r"split_3_3\.pyb is one train/test split: set data.num_folds=1"):
+        make_dm(root, split_file=split).setup()
+
+
 def test_split_file_naming_a_missing_image(generated, tmp_path: Path) -> None:
     root, _ = generated
     split = tmp_path / "split_1_1.pyb"
@@ -192,6 +208,9 @@ def test_old_kaggle_format_is_read(small: Path) -> None:
         ("{image},1,1 a", "non-integer value"),
         ("{image},1,0 3", "non-positive start or length"),
         ("{image},1,6399 3", r"goes beyond the 200x32 image"),
+        ("{image},1,9223372036854775807 2", r"goes beyond the 200x32 image"),  # would wrap around in int64
+        ("{image},1,2 9223372036854775807", r"goes beyond the 200x32 image"),
+        ("{image},1,99999999999999999999 1", r"goes beyond the 200x32 image"),  # beyond int64 altogether
     ],
 )
 def test_malformed_rows_name_file_and_line(small: Path, row: str, message: str) -> None:
@@ -199,6 +218,14 @@ def test_malformed_rows_name_file_and_line(small: Path, row: str, message: str) 
     line = append_row(small, row.format(image=image))
     with pytest.raises(DatasetError, match=rf"train\.csv line {line}: .*{message}"):
         listing(small)
+
+
+def test_a_byte_order_mark_is_accepted(small: Path) -> None:
+    """Excel saves CSV files as UTF-8 with a byte-order mark before the header."""
+    expected = [(s.name, s.target, s.mask_rle) for s in listing(small)]
+    csv_path = small / "train.csv"
+    csv_path.write_text("\ufeff" + csv_path.read_text(), encoding="utf-8")
+    assert [(s.name, s.target, s.mask_rle) for s in listing(small)] == expected
 
 
 def test_rle_is_validated_against_image_shape(small: Path) -> None:

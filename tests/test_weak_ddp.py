@@ -96,7 +96,8 @@ def test_metrics_count_a_padding_repeat_once() -> None:
     auroc, ap = BinaryAUROC(thresholds=50), BinaryAveragePrecision(thresholds=50)
     auroc.update(heat.flatten(), masks.flatten())
     ap.update(heat.flatten(), masks.flatten())
-    assert once.compute() == pytest.approx({"pixel_auroc": float(auroc.compute()), "pixel_ap": float(ap.compute())})
+    assert once.compute() == pytest.approx({"pixel_auroc": float(auroc.compute()), "pixel_ap": float(ap.compute()),
+                                            "pixel_images": 5})
     twice = PixelMetrics(50)
     twice.update(heat[:3], masks[:3], torch.arange(3))
     twice.update(heat[2:], masks[2:], torch.arange(2, 5))  # image 2 again

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -257,7 +258,9 @@ class WeakDetectionModule(L.LightningModule):
             return
         self.test_scores.update(scores, batch["label"], batch["index"])
         full = F.interpolate(heatmap, size=batch["image"].shape[-2:], mode="bilinear", align_corners=False)
-        self.pixel_metrics.update(full, batch["mask"], batch["index"])
+        known = batch.get("mask_known", torch.ones(len(full), dtype=torch.bool, device=full.device))
+        if known.any():  # a defective image without a mask would count its defect as defect-free pixels
+            self.pixel_metrics.update(full[known], batch["mask"][known], batch["index"][known])
         self._save_pictures(batch, heatmap)
 
     def _save_pictures(self, batch: dict, heatmap: torch.Tensor) -> None:
@@ -308,6 +311,7 @@ class WeakDetectionModule(L.LightningModule):
         pooled.update({f"{key}_raw": raw_summary[key] for key in ("ap", "false_calls", "fp_at_full_recall")
                        if key in raw_summary})
         pooled["false_calls_fixed"] = sum(r["metrics"].get("false_calls_fixed", 0) for r in fold_results)
-        for key in ("pixel_auroc", "pixel_ap"):
-            pooled[f"{key}_mean_over_folds"] = sum(r["metrics"][key] for r in fold_results) / len(fold_results)
+        for key in ("pixel_auroc", "pixel_ap"):  # over the folds that have defect pixels to score
+            values = [r["metrics"][key] for r in fold_results if not math.isnan(r["metrics"].get(key, math.nan))]
+            pooled[f"{key}_mean_over_folds"] = sum(values) / len(values) if values else math.nan
         return pooled
