@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import pickle
 import zipfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
-from datamodules import KolektorSDDDataModule, list_kolektor_samples
+from datamodules import DatasetError, KolektorSDDDataModule, list_kolektor_samples
 from datamodules.kolektor import OFFICIAL_TEST_FOLDS
 from datamodules.sampling import BalancedBatchSampler
 
@@ -133,3 +135,22 @@ def test_zip_input_is_extracted_once(kolektor_root: Path, tmp_path: Path) -> Non
     again.setup()
     assert (root / ".extracted").stat().st_mtime_ns == stamp
     assert not [p for p in root.parent.iterdir() if ".partial." in p.name]
+
+
+def test_a_split_file_trains_on_every_image_of_its_training_folders(kolektor_root: Path, tmp_path: Path) -> None:
+    """As mixed-segdec-net reads a ``split_N_M.pyb``: the listed folders' parts, defect-free ones too, no other."""
+    folders = sorted(p.name for p in kolektor_root.iterdir())
+    tests = [folders[0:4], folders[4:8], folders[8:12]]
+    trains = [[(f, True) for f in folders[4:6]], [(f, False) for f in folders[8:9]], [(f, True) for f in folders[0:3]]]
+    split = tmp_path / "split_2_2.pyb"
+    split.write_bytes(pickle.dumps((trains, tests)))
+    for fold in range(3):
+        dm = make_dm(kolektor_root, split_file=split, fold=fold)
+        dm.setup()
+        assert {s.group for s in dm.test_samples} == set(tests[fold])
+        assert {s.group for s in dm.train_samples} == {f for f, _ in trains[fold]}
+        assert len(dm.train_samples) == 8 * len(trains[fold])  # every part of those commutators
+    trains[0].append((folders[0], True))  # a test folder named for training
+    split.write_bytes(pickle.dumps((trains, tests)))
+    with pytest.raises(DatasetError, match="trains on groups not found under .* outside the test fold: kos"):
+        make_dm(kolektor_root, split_file=split, fold=0).setup()

@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 from datamodules import DatasetError, SeverstalDataModule, list_severstal_samples
 from datamodules.rle import rle_decode, rle_encode
 from datamodules.samples import decode_sample
-from datamodules.severstal import read_steel_split
+from datamodules.severstal import read_steel_split, read_steel_split_parts
 from datamodules.synthetic import write_severstal
 from tests.conftest import SHARED_DATASETS
 from tests.helpers import compose_cfg, fold_test_sets
@@ -278,3 +278,6 @@ def test_real_steel_split_files_load() -> None:
         pytest.skip(f"{split} not found")
     names = read_steel_split(split)
     assert len(names) > 1000 and all(len(n) == 9 and "." not in n for n in names)
+    train, test, validation = map(set, read_steel_split_parts(split))  # three disjoint parts: a split
+    assert (len(train), len(test), len(validation)) == (4443, 2400, 1118) and not (train & test | train & validation
+                                                                                 | test & validation)
