@@ -217,14 +217,16 @@ class DefectDataModule(L.LightningDataModule):
         test = [s for s in samples if s.group in test_set]
         allowed = self.official_training_groups()
         if allowed is not None:
-            missing = sorted(set(allowed) - {s.group for s in train})
+            allowed_set = set(allowed)
+            missing = sorted(allowed_set - {s.group for s in train})
             if missing:
                 raise DatasetError(f"the split trains on groups not found under {self.root} outside the test fold: "
                                    f"{', '.join(missing[:5])}")
-            train = [s for s in train if s.group in set(allowed)]
+            train = [s for s in train if s.group in allowed_set]
         validation = self.official_validation_groups()
         if validation is not None:
-            self.val_samples = [s for s in samples if s.group in set(validation) - test_set]
+            validation_set = set(validation) - test_set
+            self.val_samples = [s for s in samples if s.group in validation_set]
             return self.select_defective(train), test
         train, self.val_samples = self.hold_out(train)
         return self.select_defective(train), test

@@ -258,7 +258,7 @@ class WeakDetectionModule(L.LightningModule):
             return
         self.test_scores.update(scores, batch["label"], batch["index"])
         full = F.interpolate(heatmap, size=batch["image"].shape[-2:], mode="bilinear", align_corners=False)
-        known = batch.get("mask_known", torch.ones(len(full), dtype=torch.bool, device=full.device))
+        known = batch["mask_known"]
         if known.any():  # a defective image without a mask would count its defect as defect-free pixels
             self.pixel_metrics.update(full[known], batch["mask"][known], batch["index"][known])
         self._save_pictures(batch, heatmap)
@@ -312,6 +312,6 @@ class WeakDetectionModule(L.LightningModule):
                        if key in raw_summary})
         pooled["false_calls_fixed"] = sum(r["metrics"].get("false_calls_fixed", 0) for r in fold_results)
         for key in ("pixel_auroc", "pixel_ap"):  # over the folds that have defect pixels to score
-            values = [r["metrics"][key] for r in fold_results if not math.isnan(r["metrics"].get(key, math.nan))]
+            values = [r["metrics"][key] for r in fold_results if not math.isnan(r["metrics"][key])]
             pooled[f"{key}_mean_over_folds"] = sum(values) / len(values) if values else math.nan
         return pooled
