@@ -4,6 +4,8 @@
   several restarts (``nredo``), a seed, on the GPU when faiss-gpu and a GPU are present.
 * ``sklearn_minibatch``: scikit-learn's ``MiniBatchKMeans`` with the paper's batch_size 256 and
   reassignment_ratio 0.01, for paper-faithful runs.
+* ``sklearn_gmm``: not k-means, scikit-learn's full-covariance ``GaussianMixture`` (started from k-means), for
+  clusters that are ellipsoids rather than spheres; not in the paper.
 
 Both return an assignment in which every cluster is used: an empty cluster takes one half of the largest
 cluster, split in two by 2-means (DeepCluster also splits a cluster to fill an empty one, by perturbing its
@@ -111,3 +113,14 @@ def cluster(features: np.ndarray, k: int, backend: str = "faiss", seed: int = 0,
     x = preprocess(features, pca_dim, whiten, l2_normalize)
     assignment = KMEANS_BACKENDS[backend](x, k, seed=seed, **kwargs)
     return fill_empty_clusters(x, assignment, k, seed)
+
+
+@register("sklearn_gmm")
+def sklearn_gaussian_mixture(x: np.ndarray, k: int, seed: int = 0, niter: int = 100, nredo: int = 3,
+                             use_gpu: bool | None = None) -> np.ndarray:
+    """A full-covariance Gaussian mixture (k-means started): clusters of any ellipsoidal shape, not only spheres."""
+    from sklearn.mixture import GaussianMixture
+
+    gmm = GaussianMixture(n_components=k, covariance_type="full", max_iter=niter, n_init=nredo, random_state=seed,
+                          reg_covar=1e-4)
+    return gmm.fit_predict(x).astype(np.int64)

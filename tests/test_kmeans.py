@@ -47,6 +47,16 @@ def test_backends_recover_separated_blobs(backend: str) -> None:
     assert np.bincount(labels, minlength=4).min() > 0
 
 
+def test_the_gaussian_mixture_fits_clusters_of_unequal_spread_that_k_means_cuts_at_the_midpoint() -> None:
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(0, 0.3, (200, 2)), rng.normal(0, 2.0, (200, 2)) + [3.0, 0.0]]).astype(np.float32)
+    y = torch.from_numpy(np.repeat([0, 1], 200))
+    options = {"seed": 0, "pca_dim": None, "l2_normalize": False, "nredo": 3}
+    by_gmm = clustering_summary(torch.from_numpy(cluster(x, 2, "sklearn_gmm", **options)), y, 2, 2)
+    by_kmeans = clustering_summary(torch.from_numpy(cluster(x, 2, "faiss", **options)), y, 2, 2)
+    assert by_gmm["acc"] > 0.95 and by_kmeans["acc"] < 0.9
+
+
 def test_faiss_trains_on_every_point() -> None:
     km = make_faiss_kmeans(n=10_000, d=8, k=4)
     assert km.cp.max_points_per_centroid * 4 >= 10_000
