@@ -7,7 +7,7 @@
 * ``sklearn_gmm``: not k-means, scikit-learn's full-covariance ``GaussianMixture`` (started from k-means), for
   clusters that are ellipsoids rather than spheres; not in the paper.
 
-Both return an assignment in which every cluster is used: an empty cluster takes one half of the largest
+Every backend's assignment, once returned, uses every cluster: an empty cluster takes one half of the largest
 cluster, split in two by 2-means (DeepCluster also splits a cluster to fill an empty one, by perturbing its
 centre), so no class of the classifier is left without samples.
 """
@@ -121,6 +121,7 @@ def sklearn_gaussian_mixture(x: np.ndarray, k: int, seed: int = 0, niter: int = 
     """A full-covariance Gaussian mixture (k-means started): clusters of any ellipsoidal shape, not only spheres."""
     from sklearn.mixture import GaussianMixture
 
+    # reg_covar: a ridge on every covariance, so that a tight cluster in the whitened space stays invertible
     gmm = GaussianMixture(n_components=k, covariance_type="full", max_iter=niter, n_init=nredo, random_state=seed,
                           reg_covar=1e-4)
     return gmm.fit_predict(x).astype(np.int64)
