@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
 
 import lightning as L
@@ -14,6 +15,7 @@ from tqdm.auto import tqdm
 
 from callbacks.averaged_weights import averaged_weights, restart_average
 from callbacks.kmeans import cluster
+from callbacks.texture_descriptors import texture_descriptor
 from evaluation.clustering import clustering_summary, contingency, hungarian_mapping
 from evaluation.gathering import gather_unique
 
@@ -25,6 +27,17 @@ def truth_scores(assignment: torch.Tensor, targets: torch.Tensor | None, num_clu
         return {}
     summary = clustering_summary(assignment, targets, num_clusters, max(num_clusters, int(targets.max()) + 1))
     return {"nmi_to_truth": summary["nmi"], "acc_to_truth": summary["acc"]}
+
+
+def describing(batches: Iterable[dict], descriptor: Callable[[torch.Tensor], torch.Tensor], out: list[torch.Tensor],
+               device: torch.device) -> Iterator[dict]:
+    """``batches`` passed on unchanged, each one's images described by ``descriptor`` (in float32, outside any
+    autocast) into ``out`` on the way."""
+    for batch in batches:
+        images = batch["image"].to(device)
+        with torch.autocast(images.device.type, enabled=False):
+            out.append(descriptor(images))
+        yield batch
 
 
 def align_to(assignment: torch.Tensor, previous: torch.Tensor, num_clusters: int) -> torch.Tensor:
@@ -77,18 +90,26 @@ class FaissKMeans(L.Callback):
             this factor and gain one for its new (aligned) cluster, and its pseudo-label is the most voted cluster,
             so a cluster that k-means has given an image several times in a row outlasts one contrary
             reassignment (0: the latest k-means alone, as the paper; votes are not in the paper).
+        descriptor: a name in :data:`callbacks.texture_descriptors.TEXTURE_DESCRIPTORS` (None: the network's
+            features alone, as the paper). Each image's hand-crafted descriptor, computed on the same
+            evaluation-transformed images, is clustered beside the features (:func:`callbacks.kmeans.cluster`):
+            a description that does not move with the network; not in the paper.
+        descriptor_weight: the descriptor's share of every distance, the features' being 1 (see ``cluster``).
     """
 
     def __init__(self, num_clusters: int, every_n_steps: int = 100, backend: str = "faiss", pca_dim: int | None = 64,
                  whiten: bool = True, l2_normalize: bool = True, niter: int | None = None, nredo: int = 3,
                  seed: int = 0, freeze_after: float = 1.0, progress: bool = True,
                  score_against_truth: bool = True, align_to_previous: bool = False,
-                 features_from_average: bool = True, label_momentum: float = 0.0) -> None:
+                 features_from_average: bool = True, label_momentum: float = 0.0, descriptor: str | None = None,
+                 descriptor_weight: float = 1.0) -> None:
         if not 0.0 < freeze_after <= 1.0:
             raise ValueError(f"freeze_after is a fraction of max_steps in (0, 1], got {freeze_after}")
         if not 0.0 <= label_momentum < 1.0 or (label_momentum and not align_to_previous):
             raise ValueError(f"label_momentum must lie in [0, 1) and needs align_to_previous, got {label_momentum}")
         self.label_momentum = label_momentum
+        self.descriptor = texture_descriptor(descriptor) if descriptor else None
+        self.descriptor_weight = descriptor_weight
         self.votes: torch.Tensor | None = None
         self.freeze_after = freeze_after
         self.progress = progress
@@ -129,16 +150,23 @@ class FaissKMeans(L.Callback):
         datamodule = trainer.datamodule
         loader = datamodule.feature_dataloader(trainer.world_size, trainer.global_rank)
         quiet = not (self.progress and trainer.is_global_zero)
+        batches = tqdm(loader, desc="features", leave=False, disable=quiet)
+        described: list[torch.Tensor] = []
+        if self.descriptor is not None:
+            batches = describing(batches, self.descriptor, described, pl_module.device)
         with averaged_weights(trainer, pl_module) if self.features_from_average else nullcontext(False) as averaged:
-            features, ids = pl_module.extract_features(tqdm(loader, desc="features", leave=False, disable=quiet))
-        ids, features = gather_unique(ids, features)  # every rank's share, each image once
+            features, ids = pl_module.extract_features(batches)
+        # every rank's share, each image once; the descriptors in the same rows as the features
+        ids, features, *descriptors = gather_unique(ids, features, *([torch.cat(described)] if described else []))
+        extra = ({"descriptors": descriptors[0].float().cpu().numpy(), "descriptor_weight": self.descriptor_weight}
+                 if descriptors else {})
         assignment = torch.empty(len(ids), dtype=torch.long)
         align = self.align_to_previous and self.previous is not None  # the same on every rank
         if trainer.is_global_zero:
             with tqdm(total=1, desc=f"k-means ({self.backend}, K={self.num_clusters}, N={len(ids)})", leave=False,
                       disable=quiet) as bar:
                 labels = cluster(features.float().cpu().numpy(), self.num_clusters, self.backend,
-                                 seed=self.seed + len(self.history), **self.options)
+                                 seed=self.seed + len(self.history), **self.options, **extra)
                 bar.update()
             assignment = torch.from_numpy(labels)
             if align:

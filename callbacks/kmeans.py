@@ -103,14 +103,32 @@ def sklearn_minibatch_kmeans(x: np.ndarray, k: int, seed: int = 0, niter: int = 
     return km.fit_predict(x).astype(np.int64)
 
 
+def standardize(x: np.ndarray) -> np.ndarray:
+    """Every column shifted to mean 0 and scaled to deviation 1 (a constant column to 0)."""
+    x = np.asarray(x, dtype=np.float64)
+    return ((x - x.mean(0)) / np.maximum(x.std(0), 1e-8)).astype(np.float32)
+
+
 def cluster(features: np.ndarray, k: int, backend: str = "faiss", seed: int = 0, pca_dim: int | None = None,
-            whiten: bool = True, l2_normalize: bool = True, **kwargs) -> np.ndarray:
-    """Cluster ``features`` (N x d) into ``k`` groups with a registered backend; every group non-empty."""
+            whiten: bool = True, l2_normalize: bool = True, descriptors: np.ndarray | None = None,
+            descriptor_weight: float = 1.0, **kwargs) -> np.ndarray:
+    """Cluster ``features`` (N x d) into ``k`` groups with a registered backend; every group non-empty.
+
+    With ``descriptors`` (N x e, e.g. :mod:`callbacks.texture_descriptors`), the points clustered are the
+    preprocessed features beside the standardized descriptors preprocessed the same way and scaled by
+    ``descriptor_weight``: with L2 normalization each block has norm 1 before the scaling, so the weight is the
+    descriptors' share of every distance (weight 2: four times the features' share of a squared distance).
+    """
     if backend not in KMEANS_BACKENDS:
         raise ValueError(f"unknown k-means backend {backend!r}; choose from {sorted(KMEANS_BACKENDS)}")
     if features.shape[0] < k:
         raise ValueError(f"cannot make {k} clusters from {features.shape[0]} points")
     x = preprocess(features, pca_dim, whiten, l2_normalize)
+    if descriptors is not None:
+        if len(descriptors) != len(features):
+            raise ValueError(f"{len(descriptors)} descriptors for {len(features)} feature vectors")
+        described = preprocess(standardize(descriptors), pca_dim, whiten, l2_normalize)
+        x = np.ascontiguousarray(np.hstack([x, descriptor_weight * described]), dtype=np.float32)
     assignment = KMEANS_BACKENDS[backend](x, k, seed=seed, **kwargs)
     return fill_empty_clusters(x, assignment, k, seed)
 

@@ -12,6 +12,7 @@ from functools import partial
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pytest
 import timm
 import torch
@@ -21,6 +22,7 @@ from lightning.pytorch.loggers import CSVLogger
 
 from callbacks import FaissKMeans
 from callbacks.faiss_kmeans import align_to
+from callbacks.texture_descriptors import TEXTURE_DESCRIPTORS
 from datamodules import NEUDataModule
 from datamodules.synthetic import write_neu_cls
 from datamodules.views import MultiCropViews
@@ -154,6 +156,37 @@ def test_aligned_reassignments_keep_the_head_and_bf16_channels_last_features_are
     model.eval()
     plain.eval()
     assert torch.allclose(model.features(images), plain.features(images), atol=1e-5)  # same numbers
+
+
+def test_the_descriptor_of_each_training_image_is_clustered_beside_its_features(
+        neu_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """descriptor=lbp_moments: k-means receives, row for row with the features, the descriptor of each training
+    image as the feature pass saw it (the evaluation transform), and the weight; without it, no descriptors."""
+    import callbacks.faiss_kmeans as faiss_kmeans_module
+
+    calls: list[dict] = []
+    real = faiss_kmeans_module.cluster
+
+    def spy(features, k, backend, **kwargs):  # noqa: ANN001, ANN202 - callbacks.kmeans.cluster's arguments
+        calls.append({"features": features, **kwargs})
+        return real(features, k, backend, **kwargs)
+
+    monkeypatch.setattr(faiss_kmeans_module, "cluster", spy)
+    for descriptor in ("lbp_moments", None):
+        torch.manual_seed(0)
+        model = ClusteringModule(partial(torch.optim.AdamW, lr=1e-3), backbone="resnet18", num_clusters=3,
+                                 num_classes=6, warmup_steps=1, max_steps=1)
+        kmeans = FaissKMeans(num_clusters=3, every_n_steps=5, pca_dim=8, nredo=1, descriptor=descriptor,
+                             descriptor_weight=2.5)
+        dm = neu_dm(neu_root)
+        trainer = L.Trainer(accelerator="cpu", max_steps=1, max_epochs=-1, logger=False, callbacks=[kmeans],
+                            enable_progress_bar=False, enable_checkpointing=False)
+        trainer.fit(model, datamodule=dm)
+    with_descriptor, without = calls
+    images = torch.stack([dm.train_set[i]["image"] for i in range(len(dm.train_set))])
+    assert with_descriptor["descriptor_weight"] == 2.5 and with_descriptor["features"].shape[0] == len(images)
+    assert np.allclose(with_descriptor["descriptors"], TEXTURE_DESCRIPTORS["lbp_moments"](images).numpy(), atol=1e-6)
+    assert "descriptors" not in without and "descriptor_weight" not in without
 
 
 def test_cluster_experiment_end_to_end(neu_root: Path, tmp_path: Path) -> None:

@@ -57,6 +57,23 @@ def test_the_gaussian_mixture_fits_clusters_of_unequal_spread_that_k_means_cuts_
     assert by_gmm["acc"] > 0.95 and by_kmeans["acc"] < 0.9
 
 
+def test_descriptors_clustered_beside_the_features_carry_groups_the_features_do_not_show() -> None:
+    """Features of pure noise, descriptors in 4 groups: k-means on both finds the groups when the descriptors
+    weigh 3 times the features, not without them. The descriptors are standardized first: half of their columns,
+    noise 100 times louder than the rest, would otherwise fill the 8 principal components."""
+    descriptors, y = blobs(d=24, seed=1)
+    descriptors[:, :12] = np.random.default_rng(2).normal(size=(len(y), 12)) * 100  # loud columns of noise
+    noise = np.random.default_rng(3).normal(size=(len(y), 32)).astype(np.float32)
+    options = {"seed": 0, "pca_dim": 8, "nredo": 3}
+    joint = cluster(noise, 4, descriptors=descriptors, descriptor_weight=3.0, **options)
+    alone = cluster(noise, 4, **options)
+    truth = torch.from_numpy(y)
+    assert clustering_summary(torch.from_numpy(joint), truth, 4, 4)["acc"] > 0.95
+    assert clustering_summary(torch.from_numpy(alone), truth, 4, 4)["acc"] < 0.5
+    with pytest.raises(ValueError, match="239 descriptors for 240 feature vectors"):
+        cluster(noise, 4, descriptors=descriptors[1:], **options)
+
+
 def test_faiss_trains_on_every_point() -> None:
     km = make_faiss_kmeans(n=10_000, d=8, k=4)
     assert km.cp.max_points_per_centroid * 4 >= 10_000
