@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from datamodules.synthetic import write_neu_det
 from evaluation.run_info import git_commit, require_clean_tree, write_result
 from tests.conftest import PROJECT_ROOT
 from tests.helpers import compose_cfg, load_benchmark
@@ -90,6 +91,31 @@ def test_views_speed_times_both_views_with_the_presets_settings(tmp_path: Path) 
     assert metrics["per_image_s"] > 0 and metrics["per_batch_s"] > 0
     assert metrics["speedup"] == metrics["per_image_s"] / metrics["per_batch_s"]
     assert record["commit"] and record["command"].startswith("python benchmarks/views_speed.py")
+
+
+def test_the_descriptor_baseline_gives_test_images_the_nearest_training_centre(tmp_path: Path) -> None:
+    """descriptor_kmeans: centres found on the training points, each test point in its own blob's cluster; the
+    whole script on a generated NEU-DET over the preset's 3 folds."""
+    import numpy as np
+
+    module = load_benchmark("descriptor_kmeans")
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 20)) * 5
+    train = np.concatenate([c + rng.normal(size=(30, 20)) for c in centres]).astype(np.float32)
+    test = np.concatenate([c + rng.normal(size=(10, 20)) for c in centres]).astype(np.float32)
+    train_clusters, test_clusters = module.fit_and_assign(train, test, 3, pca_dim=4, nredo=2, seed=0)
+    assert len(set(train_clusters.tolist())) == 3
+    for blob in range(3):
+        own = train_clusters[blob * 30 : (blob + 1) * 30]
+        assert (own == own[0]).all() and (test_clusters[blob * 10 : (blob + 1) * 10] == own[0]).all()
+
+    root = write_neu_det(tmp_path / "NEU-DET", per_class=6, size=(32, 32), seed=1)
+    module.main(["--root", str(root), "--allow-dirty", "--name", str(tmp_path / "baseline")])
+    record = json.loads((tmp_path / "baseline.json").read_text())
+    folds, pooled = record["metrics"]["folds"], record["metrics"]["pooled"]
+    assert [f["fold"] for f in folds] == [0, 1, 2] and sum(f["n_images"] for f in folds) == pooled["n_images"] == 36
+    assert all(0 <= f["acc"] <= 1 and 0 <= f["train_acc"] <= 1 for f in folds)
+    assert record["descriptor"] == "lbp_moments" and record["command"].startswith("python benchmarks/descriptor_k")
 
 
 def test_outside_a_git_checkout_the_commit_comes_from_source_commit(tmp_path: Path,
