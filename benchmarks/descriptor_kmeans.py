@@ -29,10 +29,10 @@ sys.path.insert(0, str(ROOT))
 from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 
-from callbacks.kmeans import make_faiss_kmeans, standardize  # noqa: E402
+from callbacks.kmeans import fit_preprocess, fit_standardize, make_faiss_kmeans  # noqa: E402
 from callbacks.texture_descriptors import texture_descriptor  # noqa: E402
 from datamodules.base import DecodedDataset  # noqa: E402
-from evaluation.clustering import clustering_summary, contingency, hungarian_mapping  # noqa: E402
+from evaluation.clustering import clustering_summary, pooled_summary  # noqa: E402
 from evaluation.run_info import require_clean_tree, write_result  # noqa: E402
 
 
@@ -43,22 +43,16 @@ def describe(samples: list, size: tuple[int, int], name: str) -> torch.Tensor:
     return torch.cat([describe_batch(images[i : i + 100].float() / 255) for i in range(0, len(images), 100)])
 
 
-def fit_and_assign(train: np.ndarray, test: np.ndarray, k: int, pca_dim: int, nredo: int,
-                   seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """k-means on ``train`` (standardized, whitened PCA, L2, all fitted on ``train``); both sets' nearest centres."""
-    import faiss
-
-    mean, std = train.mean(0), np.maximum(train.std(0), 1e-8)
-    pca = faiss.PCAMatrix(train.shape[1], pca_dim, -0.5)
-    pca.train(standardize(train))
-
-    def project(x: np.ndarray) -> np.ndarray:
-        z = pca.apply_py(((x - mean) / std).astype(np.float32))
-        return np.ascontiguousarray(z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12))
-
-    kmeans = make_faiss_kmeans(len(train), pca_dim, k, seed=seed, nredo=nredo)
-    kmeans.train(project(train))
-    return kmeans.index.search(project(train), 1)[1][:, 0], kmeans.index.search(project(test), 1)[1][:, 0]
+def fit_and_assign(train: np.ndarray, test: np.ndarray, k: int, pca_dim: int, nredo: int, seed: int,
+                   whiten: bool = True, l2_normalize: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """k-means on ``train`` (standardized, PCA, L2 as :func:`callbacks.kmeans.cluster` does, all fitted on
+    ``train``); both sets' nearest centres."""
+    scale = fit_standardize(train)
+    project = fit_preprocess(scale(train), pca_dim, whiten, l2_normalize)
+    points, test_points = project(scale(train)), project(scale(test))
+    kmeans = make_faiss_kmeans(len(points), points.shape[1], k, seed=seed, nredo=nredo)
+    kmeans.train(points)
+    return kmeans.index.search(points, 1)[1][:, 0], kmeans.index.search(test_points, 1)[1][:, 0]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -78,14 +72,15 @@ def main(argv: list[str] | None = None) -> None:
         cfg = compose("train", overrides=[f"experiment={args.experiment}", *data, f"paths.root_dir={ROOT}"])
     options = cfg.callbacks.faiss_kmeans
     k, size = int(cfg.model.num_clusters), tuple(cfg.data.image_size)
-    folds, predicted, truths = [], [], []
+    folds, assignments = [], []
     for fold in cfg.folds:
         datamodule = instantiate(cfg.data, fold=fold)
         datamodule.prepare_data()
         train, test = datamodule.split(datamodule.list_samples())
         train_clusters, test_clusters = fit_and_assign(
             describe(train, size, args.descriptor).numpy(), describe(test, size, args.descriptor).numpy(), k,
-            int(options.pca_dim), int(options.nredo), int(options.seed))
+            int(options.pca_dim), int(options.nredo), int(options.seed), bool(options.whiten),
+            bool(options.l2_normalize))
         train_targets = torch.tensor([s.target for s in train])
         test_targets = torch.tensor([s.target for s in test])
         clusters = torch.from_numpy(test_clusters).long()
@@ -93,11 +88,8 @@ def main(argv: list[str] | None = None) -> None:
         train_summary = clustering_summary(torch.from_numpy(train_clusters).long(), train_targets, k, k)
         folds.append({"fold": int(fold), "acc": summary["acc"], "nmi": summary["nmi"],
                       "train_acc": train_summary["acc"], "n_images": len(test)})
-        mapping = hungarian_mapping(contingency(clusters, test_targets, k, k))
-        predicted.append(torch.tensor([mapping[int(c)] for c in clusters], dtype=torch.long))
-        truths.append(test_targets)
-    pooled = clustering_summary(torch.cat(predicted), torch.cat(truths), k, k)
-    pooled["nmi"] = sum(f["nmi"] for f in folds) / len(folds)
+        assignments.append((clusters, test_targets))
+    pooled = pooled_summary(assignments, k, k)
     metrics = {"folds": folds, "pooled": {key: pooled[key] for key in ("n_images", "acc", "nmi", "confusion")}}
     write_result(ROOT / "benchmarks" / "results", args.name,
                  "python benchmarks/descriptor_kmeans.py " + " ".join(argv), commit,

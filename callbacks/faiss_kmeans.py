@@ -92,8 +92,9 @@ class FaissKMeans(L.Callback):
             reassignment (0: the latest k-means alone, as the paper; votes are not in the paper).
         descriptor: a name in :data:`callbacks.texture_descriptors.TEXTURE_DESCRIPTORS` (None: the network's
             features alone, as the paper). Each image's hand-crafted descriptor, computed on the same
-            evaluation-transformed images, is clustered beside the features (:func:`callbacks.kmeans.cluster`):
-            a description that does not move with the network; not in the paper.
+            evaluation-transformed images (once per training set: the transform is fixed), is clustered beside
+            the features (:func:`callbacks.kmeans.cluster`): a description that does not move with the network;
+            not in the paper.
         descriptor_weight: the descriptor's share of every distance, the features' being 1 (see ``cluster``).
     """
 
@@ -110,6 +111,9 @@ class FaissKMeans(L.Callback):
         self.label_momentum = label_momentum
         self.descriptor = texture_descriptor(descriptor) if descriptor else None
         self.descriptor_weight = descriptor_weight
+        # (the dataset described, its images' descriptors in gathered order): the evaluation transform is fixed, so
+        # a training set's descriptors are computed at its first reassignment only
+        self._described: tuple[object, torch.Tensor] | None = None
         self.votes: torch.Tensor | None = None
         self.freeze_after = freeze_after
         self.progress = progress
@@ -152,14 +156,18 @@ class FaissKMeans(L.Callback):
         quiet = not (self.progress and trainer.is_global_zero)
         batches = tqdm(loader, desc="features", leave=False, disable=quiet)
         described: list[torch.Tensor] = []
-        if self.descriptor is not None:
+        # the same on every rank, so every rank gathers the same tensors below
+        cached = self._described is not None and self._described[0] is loader.dataset
+        if self.descriptor is not None and not cached:
             batches = describing(batches, self.descriptor, described, pl_module.device)
         with averaged_weights(trainer, pl_module) if self.features_from_average else nullcontext(False) as averaged:
             features, ids = pl_module.extract_features(batches)
         # every rank's share, each image once; the descriptors in the same rows as the features
         ids, features, *descriptors = gather_unique(ids, features, *([torch.cat(described)] if described else []))
-        extra = ({"descriptors": descriptors[0].float().cpu().numpy(), "descriptor_weight": self.descriptor_weight}
-                 if descriptors else {})
+        if descriptors:
+            self._described = (loader.dataset, descriptors[0].float().cpu())
+        extra = ({"descriptors": self._described[1].numpy(), "descriptor_weight": self.descriptor_weight}
+                 if self.descriptor is not None else {})
         assignment = torch.empty(len(ids), dtype=torch.long)
         align = self.align_to_previous and self.previous is not None  # the same on every rank
         if trainer.is_global_zero:

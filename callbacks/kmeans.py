@@ -29,22 +29,36 @@ def register(name: str) -> Callable:
     return wrap
 
 
-def preprocess(features: np.ndarray, pca_dim: int | None, whiten: bool, l2_normalize: bool) -> np.ndarray:
-    """Optional PCA (whitened) to ``pca_dim`` dimensions, then optional L2 normalization (DeepCluster's recipe).
+def fit_preprocess(features: np.ndarray, pca_dim: int | None, whiten: bool,
+                   l2_normalize: bool) -> Callable[[np.ndarray], np.ndarray]:
+    """Optional PCA (whitened) to ``pca_dim`` dimensions fitted on ``features``, then optional L2 normalization
+    (DeepCluster's recipe), as a function that applies both to any points of the same width.
 
     At most N - 1 components for N points: centred, they span no more, and whitening would blow up a component
     of (numerically) zero variance into noise that outweighs the rest, or NaN.
     """
     x = np.ascontiguousarray(features, dtype=np.float32)
+    pca = None
     if pca_dim:
         import faiss
 
         pca = faiss.PCAMatrix(x.shape[1], max(1, min(pca_dim, x.shape[1], x.shape[0] - 1)), -0.5 if whiten else 0.0)
         pca.train(x)
-        x = pca.apply_py(x)
-    if l2_normalize:
-        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    return np.ascontiguousarray(x, dtype=np.float32)
+
+    def apply(points: np.ndarray) -> np.ndarray:
+        y = np.ascontiguousarray(points, dtype=np.float32)
+        if pca is not None:
+            y = pca.apply_py(y)
+        if l2_normalize:
+            y = y / np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-12)
+        return np.ascontiguousarray(y, dtype=np.float32)
+
+    return apply
+
+
+def preprocess(features: np.ndarray, pca_dim: int | None, whiten: bool, l2_normalize: bool) -> np.ndarray:
+    """``features`` through :func:`fit_preprocess` fitted on themselves."""
+    return fit_preprocess(features, pca_dim, whiten, l2_normalize)(features)
 
 
 def split_in_two(points: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -103,10 +117,17 @@ def sklearn_minibatch_kmeans(x: np.ndarray, k: int, seed: int = 0, niter: int = 
     return km.fit_predict(x).astype(np.int64)
 
 
+def fit_standardize(x: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """A function that shifts every column by ``x``'s mean and scales it by ``x``'s deviation (a constant column
+    of ``x`` only shifted), in float64, returning float32."""
+    x = np.asarray(x, dtype=np.float64)
+    mean, std = x.mean(0), np.maximum(x.std(0), 1e-8)
+    return lambda points: ((np.asarray(points, dtype=np.float64) - mean) / std).astype(np.float32)
+
+
 def standardize(x: np.ndarray) -> np.ndarray:
     """Every column shifted to mean 0 and scaled to deviation 1 (a constant column to 0)."""
-    x = np.asarray(x, dtype=np.float64)
-    return ((x - x.mean(0)) / np.maximum(x.std(0), 1e-8)).astype(np.float32)
+    return fit_standardize(x)(x)
 
 
 def cluster(features: np.ndarray, k: int, backend: str = "faiss", seed: int = 0, pca_dim: int | None = None,

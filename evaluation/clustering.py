@@ -9,6 +9,8 @@ True labels are used here only, never in training. With the defect-free class as
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
@@ -59,6 +61,23 @@ def clustering_summary(clusters: torch.Tensor, targets: torch.Tensor, num_cluste
         out["fdr"] = float((~called_free & is_free).sum()) / n
         out["eacc"] = out["acc"] + out["fdr"]
     return out
+
+
+def pooled_summary(folds: Sequence[tuple[torch.Tensor, torch.Tensor]], num_clusters: int, num_classes: int,
+                   defect_free_class: int | None = None) -> dict:
+    """:func:`clustering_summary` over several folds' ``(clusters, targets)``: each fold's clusters mapped to classes
+    by its own Hungarian assignment, then ACC (and MDR, FDR, EACC) on all images together; NMI the mean of the
+    folds' (cluster ids of different folds' models are not comparable)."""
+    predicted, targets = [], []
+    for clusters, fold_targets in folds:
+        mapping = hungarian_mapping(contingency(clusters, fold_targets, num_clusters, num_classes))
+        predicted.append(torch.tensor([mapping[int(c)] for c in clusters], dtype=torch.long))
+        targets.append(fold_targets.long().cpu())
+    pooled = clustering_summary(torch.cat(predicted), torch.cat(targets), num_classes, num_classes, defect_free_class)
+    nmis = [float(normalized_mutual_info_score(clusters.long().cpu(), fold_targets.long().cpu()))
+            for clusters, fold_targets in folds]
+    pooled["nmi"] = sum(nmis) / len(nmis)
+    return pooled
 
 
 class ClusteringMetrics(Metric):

@@ -161,7 +161,8 @@ def test_aligned_reassignments_keep_the_head_and_bf16_channels_last_features_are
 def test_the_descriptor_of_each_training_image_is_clustered_beside_its_features(
         neu_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """descriptor=lbp_moments: k-means receives, row for row with the features, the descriptor of each training
-    image as the feature pass saw it (the evaluation transform), and the weight; without it, no descriptors."""
+    image as the feature pass saw it (the evaluation transform), and the weight; the images are described at the
+    first reassignment only, later ones reuse the same descriptors; without it, no descriptors."""
     import callbacks.faiss_kmeans as faiss_kmeans_module
 
     calls: list[dict] = []
@@ -172,21 +173,28 @@ def test_the_descriptor_of_each_training_image_is_clustered_beside_its_features(
         return real(features, k, backend, **kwargs)
 
     monkeypatch.setattr(faiss_kmeans_module, "cluster", spy)
+    described_images: list[int] = []
     for descriptor in ("lbp_moments", None):
         torch.manual_seed(0)
         model = ClusteringModule(partial(torch.optim.AdamW, lr=1e-3), backbone="resnet18", num_clusters=3,
-                                 num_classes=6, warmup_steps=1, max_steps=1)
-        kmeans = FaissKMeans(num_clusters=3, every_n_steps=5, pca_dim=8, nredo=1, descriptor=descriptor,
+                                 num_classes=6, warmup_steps=1, max_steps=5)
+        kmeans = FaissKMeans(num_clusters=3, every_n_steps=2, pca_dim=8, nredo=1, descriptor=descriptor,
                              descriptor_weight=2.5)
+        if kmeans.descriptor is not None:
+            kmeans.descriptor = lambda images, describe=kmeans.descriptor: (
+                described_images.append(len(images)), describe(images))[1]
         dm = neu_dm(neu_root)
-        trainer = L.Trainer(accelerator="cpu", max_steps=1, max_epochs=-1, logger=False, callbacks=[kmeans],
+        trainer = L.Trainer(accelerator="cpu", max_steps=5, max_epochs=-1, logger=False, callbacks=[kmeans],
                             enable_progress_bar=False, enable_checkpointing=False)
         trainer.fit(model, datamodule=dm)
-    with_descriptor, without = calls
+        assert [h["step"] for h in kmeans.history] == [0, 2]
+    first, second, *without = calls
     images = torch.stack([dm.train_set[i]["image"] for i in range(len(dm.train_set))])
-    assert with_descriptor["descriptor_weight"] == 2.5 and with_descriptor["features"].shape[0] == len(images)
-    assert np.allclose(with_descriptor["descriptors"], TEXTURE_DESCRIPTORS["lbp_moments"](images).numpy(), atol=1e-6)
-    assert "descriptors" not in without and "descriptor_weight" not in without
+    assert sum(described_images) == len(images)  # once each, at the first reassignment
+    assert first["descriptor_weight"] == 2.5 and first["features"].shape[0] == len(images)
+    assert np.allclose(first["descriptors"], TEXTURE_DESCRIPTORS["lbp_moments"](images).numpy(), atol=1e-6)
+    assert np.array_equal(second["descriptors"], first["descriptors"])
+    assert len(without) == 2 and all("descriptors" not in c and "descriptor_weight" not in c for c in without)
 
 
 def test_cluster_experiment_end_to_end(neu_root: Path, tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from evaluation.clustering import ClusteringMetrics, clustering_summary, contingency, hungarian_mapping
+from evaluation.clustering import ClusteringMetrics, pooled_summary
 from lightning_modules.cluster.backbone import backbone_from_config
 
 
@@ -193,18 +193,10 @@ class ClusteringModule(L.LightningModule):
                       rank_zero_only=True)
 
     def pool(self, fold_results: Sequence[Mapping[str, Any]]) -> dict:
-        """Pooled over folds: each fold's clusters mapped to classes by its own Hungarian assignment, then
-        ACC (and MDR, FDR, EACC) on all test images together; NMI as the mean over folds (cluster ids of
-        different folds' models are not comparable)."""
-        num_classes = self.hparams.num_classes or self.hparams.num_clusters
-        predicted, targets = [], []
-        for r in fold_results:
-            clusters, fold_targets = r["per_image"]["cluster"], r["per_image"]["target"]
-            mapping = hungarian_mapping(contingency(clusters, fold_targets, self.hparams.num_clusters, num_classes))
-            predicted.append(torch.tensor([mapping[int(c)] for c in clusters], dtype=torch.long))
-            targets.append(fold_targets)
-        pooled = clustering_summary(torch.cat(predicted), torch.cat(targets), num_classes, num_classes,
-                                    self.hparams.defect_free_class)
-        pooled["nmi"] = sum(r["metrics"]["nmi"] for r in fold_results) / len(fold_results)
+        """Pooled over folds (:func:`evaluation.clustering.pooled_summary`: each fold's clusters mapped by its own
+        Hungarian assignment, ACC on all test images together, NMI the mean over folds); ms per image the mean."""
+        folds = [(r["per_image"]["cluster"], r["per_image"]["target"]) for r in fold_results]
+        pooled = pooled_summary(folds, self.hparams.num_clusters, self.hparams.num_classes or self.hparams.num_clusters,
+                                self.hparams.defect_free_class)
         pooled["ms_per_image"] = sum(r["metrics"]["ms_per_image"] for r in fold_results) / len(fold_results)
         return pooled
