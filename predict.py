@@ -19,8 +19,8 @@ import torch
 from omegaconf import DictConfig
 
 from datamodules.image_files import list_images
-from evaluation.prediction import model_kind, predict_files, write_rows
 from lightning_modules.from_checkpoint import TrainedModel, load_trained_model
+from workflow.prediction import model_kind, predict_files, write_rows
 
 log = logging.getLogger(__name__)
 

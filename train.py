@@ -23,13 +23,13 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from callbacks.config_in_checkpoint import ConfigInCheckpoint
-from evaluation.gathering import FoldResultWriter, load_fold_result
-from evaluation.report import write_report
-from evaluation.run_info import run_info
 from workflow.class_counts import fill_class_counts
 from workflow.config_tree import print_config_tree
+from workflow.gathering import FoldResultWriter, load_fold_result
 from workflow.loggers import build_loggers, finish, set_fold
 from workflow.precision import register_resolvers
+from workflow.report import write_report
+from workflow.run_info import run_info
 
 log = logging.getLogger(__name__)
 register_resolvers()  # ${cpu_precision:...} in the CPU presets

@@ -8,7 +8,7 @@ CPU. Each preset's network comes from its composed config (``experiment=cluster_
 
 - ``cluster_train_step``: ``data.batch_size`` images x the views (``n_global`` of ``global_size``, ``n_local`` of
   ``local_size``), forward per view size, cross-entropy, backward, a step of the preset's optimizer;
-- ``cluster_feature_batch``: one batch of the FaissKMeans feature pass (``data.eval_batch_size`` images at
+- ``cluster_feature_batch``: one batch of the PseudoLabelReassigner feature pass (``data.eval_batch_size`` images at
   ``data.image_size``), no gradient;
 - ``weak_train_step``: one defective + defect-free pair at ``data.image_size`` through trunk, LNet and DNet,
   backward, optimizer step (SGD, every part trained, as in stage 3);
@@ -39,8 +39,8 @@ from omegaconf import DictConfig
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from evaluation.run_info import require_clean_tree, write_result  # noqa: E402
 from workflow.precision import cpu_precision, native_bf16, register_resolvers  # noqa: E402
+from workflow.run_info import require_clean_tree, write_result  # noqa: E402
 
 PRECISIONS = ("32-true", "bf16-mixed")
 

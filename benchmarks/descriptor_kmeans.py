@@ -3,7 +3,7 @@
     python benchmarks/descriptor_kmeans.py --archive ../shared/datasets/NEU-DET.zip
 
 For each of the preset's folds (``--experiment``, default ``cluster_neu_cpu``: its data, image size, k-means
-options and seed): the descriptor (``--descriptor``, default ``lbp_moments``, callbacks/texture_descriptors.py) of
+options and seed): the descriptor (``--descriptor``, default ``lbp_moments``, clustering/descriptors.py) of
 every decoded image, as the clustering callback sees it; standardized and PCA-whitened on the training images (the
 preset's ``pca_dim``), L2-normalized; faiss k-means with the preset's restarts on the training images; every test
 image assigned to its nearest centre. ACC and NMI per fold against the true classes (``train_acc``: the training
@@ -29,11 +29,11 @@ sys.path.insert(0, str(ROOT))
 from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 
-from callbacks.kmeans import fit_preprocess, fit_standardize, make_faiss_kmeans  # noqa: E402
-from callbacks.texture_descriptors import texture_descriptor  # noqa: E402
+from clustering.backends import fit_preprocess, fit_standardize, make_faiss_kmeans  # noqa: E402
+from clustering.descriptors import texture_descriptor  # noqa: E402
 from datamodules.base import DecodedDataset  # noqa: E402
-from evaluation.clustering import clustering_summary, pooled_summary  # noqa: E402
-from evaluation.run_info import require_clean_tree, write_result  # noqa: E402
+from metrics.clustering import clustering_summary, pooled_summary  # noqa: E402
+from workflow.run_info import require_clean_tree, write_result  # noqa: E402
 
 
 def describe(samples: list, size: tuple[int, int], name: str) -> torch.Tensor:
@@ -45,7 +45,7 @@ def describe(samples: list, size: tuple[int, int], name: str) -> torch.Tensor:
 
 def fit_and_assign(train: np.ndarray, test: np.ndarray, k: int, pca_dim: int, nredo: int, seed: int,
                    whiten: bool = True, l2_normalize: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """k-means on ``train`` (standardized, PCA, L2 as :func:`callbacks.kmeans.cluster` does, all fitted on
+    """k-means on ``train`` (standardized, PCA, L2 as :func:`clustering.backends.cluster` does, all fitted on
     ``train``); both sets' nearest centres."""
     scale = fit_standardize(train)
     project = fit_preprocess(scale(train), pca_dim, whiten, l2_normalize)
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         data = [f"data.root={args.root}", "data.archive=null"] if args.root else [f"data.archive={args.archive}"]
         cfg = compose("train", overrides=[f"experiment={args.experiment}", *data, f"paths.root_dir={ROOT}"])
-    options = cfg.callbacks.faiss_kmeans
+    options = cfg.callbacks.pseudo_labels
     k, size = int(cfg.model.num_clusters), tuple(cfg.data.image_size)
     folds, assignments = [], []
     for fold in cfg.folds:

@@ -6,7 +6,8 @@ Features: every NEU image through a ``resnet18`` backbone (``--backbone``; the C
 initialisation unless ``--ckpt`` names a trained ClusteringModule checkpoint. Timed, median of ``--repeats``:
 the shared preprocessing (PCA-whitening, L2; ``preprocess_s``), each backend's k-means on the preprocessed
 features (``faiss_s``, ``sklearn_minibatch_s``: the clustering time compared), and both together as the
-FaissKMeans callback runs them (``*_with_preprocess_s``); ACC and NMI are those of the last repeat's assignment.
+PseudoLabelReassigner callback runs them (``*_with_preprocess_s``);
+ACC and NMI are those of the last repeat's assignment.
 Writes ``benchmarks/results/<--name>.json`` (default ``kmeans_speed``); ``--pca 0`` clusters the raw features.
 
 ``--crops n`` clusters more points than NEU has images, for a training set of another size (Severstal has
@@ -29,12 +30,12 @@ from torchvision.transforms import v2
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from callbacks.kmeans import KMEANS_BACKENDS, cluster, preprocess  # noqa: E402
+from clustering.backends import KMEANS_BACKENDS, cluster, preprocess  # noqa: E402
 from datamodules import NEUDataModule  # noqa: E402
 from datamodules.base import DecodedDataset  # noqa: E402
-from evaluation.clustering import clustering_summary  # noqa: E402
-from evaluation.run_info import require_clean_tree, write_result  # noqa: E402
 from lightning_modules.cluster import ClusteringModule, create_backbone  # noqa: E402
+from metrics.clustering import clustering_summary  # noqa: E402
+from workflow.run_info import require_clean_tree, write_result  # noqa: E402
 
 
 @torch.no_grad()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from evaluation.report import fmt  # noqa: E402
+from workflow.report import fmt  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 KEYS = {

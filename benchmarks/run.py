@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from evaluation.run_info import require_clean_tree, write_result  # noqa: E402
+from workflow.run_info import require_clean_tree, write_result  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -23,7 +23,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 from cpu_precision import preset, timed  # noqa: E402
 
 from datamodules.views import BatchedMultiCropViews, MultiCropViews  # noqa: E402
-from evaluation.run_info import require_clean_tree, write_result  # noqa: E402
+from workflow.run_info import require_clean_tree, write_result  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -2,11 +2,11 @@
 
 from callbacks.cluster_plots import ClusteringPlots
 from callbacks.config_in_checkpoint import ConfigInCheckpoint
-from callbacks.faiss_kmeans import FaissKMeans
 from callbacks.heatmap_panels import HeatmapPanels
 from callbacks.pr_curve import PRCurve
+from callbacks.pseudo_labels import PseudoLabelReassigner
 from callbacks.stage_checkpoint import StageCheckpoint
 from callbacks.true_labels import TrueLabels
 
-__all__ = ["ClusteringPlots", "ConfigInCheckpoint", "FaissKMeans", "HeatmapPanels", "PRCurve", "StageCheckpoint",
-           "TrueLabels"]
+__all__ = ["ClusteringPlots", "ConfigInCheckpoint", "PseudoLabelReassigner", "HeatmapPanels", "PRCurve",
+           "StageCheckpoint", "TrueLabels"]

@@ -3,7 +3,7 @@
 Lightning's :class:`~lightning.pytorch.callbacks.WeightAveraging` (e.g. ``EMAWeightAveraging``, an exponential
 moving average of the weights) keeps the average in a copy of the module and swaps it in only for validation
 and at the end of training. :func:`averaged_weights` swaps it in for the duration of a ``with`` block, so that
-the FaissKMeans callback can cluster the averaged model's features (a mean teacher's pseudo-labels) while the
+the PseudoLabelReassigner callback can cluster the averaged model's features (a mean teacher's pseudo-labels) while the
 optimizer keeps updating the current weights; :func:`restart_average` restarts the average of a part that was
 re-initialised.
 """

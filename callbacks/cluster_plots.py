@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from lightning.pytorch.loggers import WandbLogger
 
-from callbacks.faiss_kmeans import FaissKMeans
+from callbacks.pseudo_labels import PseudoLabelReassigner
 from workflow.media import log_figure, new_figure
 
 
@@ -49,10 +49,10 @@ def confusion_figure(confusion: Sequence[Sequence[int]], class_names: Sequence[s
 
 
 class ClusteringPlots(L.Callback):
-    """Logs for the clustering method (Bai et al. 2024), next to :class:`FaissKMeans` in the callbacks:
+    """Logs for the clustering method (Bai et al. 2024), next to :class:`PseudoLabelReassigner` in the callbacks:
 
     * at the end of training, a picture of the cluster sizes at each reassignment (stacked bars, largest
-      first; :class:`FaissKMeans` logs the same sizes as metrics ``cluster/size_rank<i>``);
+      first; :class:`PseudoLabelReassigner` logs the same sizes as metrics ``cluster/size_rank<i>``);
     * at the end of testing, the confusion matrix of ``fold_result["metrics"]["confusion"]`` (true class x
       cluster mapped to a class) as a picture, and for W&B also as its confusion-matrix chart.
 
@@ -64,8 +64,8 @@ class ClusteringPlots(L.Callback):
         self.confusion = confusion
 
     @staticmethod
-    def kmeans(trainer: L.Trainer) -> FaissKMeans | None:
-        return next((c for c in trainer.callbacks if isinstance(c, FaissKMeans)), None)  # type: ignore[attr-defined]
+    def kmeans(trainer: L.Trainer) -> PseudoLabelReassigner | None:
+        return next((c for c in trainer.callbacks if isinstance(c, PseudoLabelReassigner)), None)  # type: ignore[attr-defined]
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         kmeans = self.kmeans(trainer)

@@ -9,8 +9,8 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
-from evaluation.pictures import heatmap_panel
 from workflow.media import log_images
+from workflow.pictures import heatmap_panel
 
 
 @dataclass

@@ -8,10 +8,10 @@ import lightning as L
 class TrueLabels(L.Callback):
     """Set the training images' true classes (``train_set.targets``) as their pseudo-labels, once, at the start.
 
-    Used in place of :class:`~callbacks.FaissKMeans` (``callbacks=true_labels``) it gives a preset's supervised
-    ceiling: what its views, backbone, optimizer and steps reach when every label is right. The clustering method
-    cannot be expected to beat it with the same budget; it is not part of the method, and it needs every training
-    image's class.
+    Used in place of :class:`~callbacks.PseudoLabelReassigner` (``callbacks=true_labels``) it gives a preset's
+    supervised ceiling: what its views, backbone, optimizer and steps reach when every label is right. The clustering
+    method cannot be expected to beat it with the same budget; it is not part of the method, and it needs every
+    training image's class.
     """
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

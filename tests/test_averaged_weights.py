@@ -12,7 +12,7 @@ import torch
 from lightning.pytorch.callbacks import EMAWeightAveraging
 from torch import nn
 
-from callbacks import FaissKMeans
+from callbacks import PseudoLabelReassigner
 from callbacks.averaged_weights import averaged_weights, restart_average
 from datamodules import NEUDataModule
 from datamodules.synthetic import write_neu_cls
@@ -56,7 +56,7 @@ def test_reassignments_cluster_the_averaged_weights_features(tmp_path: Path, fro
     torch.manual_seed(0)
     model = ClusteringModule(partial(torch.optim.AdamW, lr=1e-2), backbone="resnet18", num_clusters=3,
                              num_classes=6, warmup_steps=1, max_steps=5)
-    kmeans = FaissKMeans(num_clusters=3, every_n_steps=2, pca_dim=4, nredo=1, align_to_previous=align,
+    kmeans = PseudoLabelReassigner(num_clusters=3, every_n_steps=2, pca_dim=4, nredo=1, align_to_previous=align,
                          features_from_average=from_average)
     ema = EMAWeightAveraging(decay=0.5)
     trained: dict[int, torch.Tensor] = {}  # the weights being trained, after each step
@@ -126,7 +126,7 @@ def test_ema_config_adds_lightnings_callback(tmp_path: Path) -> None:
     cfg = compose_cfg(["experiment=cluster_neu_cpu",
                        "callbacks.ema={_target_:lightning.pytorch.callbacks.EMAWeightAveraging,decay:0.97}"])
     callbacks = build_callbacks(cfg, tmp_path)
-    assert [c.features_from_average for c in callbacks if isinstance(c, FaissKMeans)] == [True]
+    assert [c.features_from_average for c in callbacks if isinstance(c, PseudoLabelReassigner)] == [True]
     assert sum(isinstance(c, EMAWeightAveraging) for c in callbacks) == 1
     default = build_callbacks(compose_cfg(["experiment=cluster_neu_cpu"]), tmp_path)
     assert not any(isinstance(c, EMAWeightAveraging) for c in default)  # off unless asked for

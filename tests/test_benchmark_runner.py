@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 
 from datamodules.synthetic import write_neu_det
-from evaluation.run_info import git_commit, require_clean_tree, write_result
 from tests.conftest import PROJECT_ROOT
 from tests.helpers import compose_cfg, load_benchmark
+from workflow.run_info import git_commit, require_clean_tree, write_result
 
 
 def test_a_dirty_tree_is_refused_before_anything_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     runner = load_benchmark("run")
-    monkeypatch.setattr("evaluation.run_info.git_commit", lambda cwd=None: "0123abc-dirty")
+    monkeypatch.setattr("workflow.run_info.git_commit", lambda cwd=None: "0123abc-dirty")
     ran: list = []
     monkeypatch.setattr(subprocess, "run", lambda *a, **k: ran.append(a))
     with pytest.raises(SystemExit, match="uncommitted changes.*--allow-dirty"):
@@ -27,9 +27,9 @@ def test_a_dirty_tree_is_refused_before_anything_runs(monkeypatch: pytest.Monkey
 
 
 def test_a_clean_tree_passes_and_dirty_is_allowed_on_request(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("evaluation.run_info.git_commit", lambda cwd=None: "0123abc")
+    monkeypatch.setattr("workflow.run_info.git_commit", lambda cwd=None: "0123abc")
     assert require_clean_tree("x") == "0123abc"
-    monkeypatch.setattr("evaluation.run_info.git_commit", lambda cwd=None: "0123abc-dirty")
+    monkeypatch.setattr("workflow.run_info.git_commit", lambda cwd=None: "0123abc-dirty")
     assert require_clean_tree("x", allow_dirty=True) == "0123abc-dirty"
 
 

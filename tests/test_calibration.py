@@ -1,4 +1,4 @@
-"""Scores of the folds' models put on one scale before pooling (evaluation.calibration, WeakDetectionModule.pool)."""
+"""Scores of the folds' models put on one scale before pooling (metrics.calibration, WeakDetectionModule.pool)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from evaluation.calibration import clean_baseline_offset, shift_scores
 from lightning_modules.weak import WeakDetectionModule
+from metrics.calibration import clean_baseline_offset, shift_scores
 
 
 def _scores(logits: list[float]) -> torch.Tensor:

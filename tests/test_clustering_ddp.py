@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from datamodules.synthetic import write_neu_cls
-from evaluation.clustering import clustering_summary
+from metrics.clustering import clustering_summary
 from tests.conftest import PROJECT_ROOT
 from tests.helpers import run_ddp_sim
 
@@ -29,8 +29,9 @@ def test_train_py_with_two_processes_clusters_once_and_counts_every_test_image_o
     overrides = [
         "experiment=cluster_neu_cpu", f"data.root={root}", "data.archive=null", "data.image_size=[32,32]",
         "data.views.global_size=32", "data.views.local_size=32", "data.views.n_local=2", "data.batch_size=8",
-        "data.eval_batch_size=4", "model.max_steps=4", "model.warmup_steps=1", "callbacks.faiss_kmeans.every_n_steps=2",
-        "callbacks.faiss_kmeans.pca_dim=8", "callbacks.faiss_kmeans.nredo=1", "folds=[2]", "logger=none",
+        "data.eval_batch_size=4", "model.max_steps=4", "model.warmup_steps=1",
+        "callbacks.pseudo_labels.every_n_steps=2",
+        "callbacks.pseudo_labels.pca_dim=8", "callbacks.pseudo_labels.nredo=1", "folds=[2]", "logger=none",
         "data.views._target_=datamodules.views.BatchedMultiCropViews",
     ]
     # rank 1's random stream is put out of step: the heads re-initialised at each reassignment must still agree

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from evaluation.clustering import ClusteringMetrics, clustering_summary
+from metrics.clustering import ClusteringMetrics, clustering_summary
 
 
 def test_acc_uses_the_best_one_to_one_mapping() -> None:

@@ -20,17 +20,17 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import CSVLogger
 
-from callbacks import FaissKMeans
-from callbacks.faiss_kmeans import align_to
-from callbacks.texture_descriptors import TEXTURE_DESCRIPTORS
+from callbacks import PseudoLabelReassigner
+from clustering.alignment import align_to
+from clustering.descriptors import TEXTURE_DESCRIPTORS
 from datamodules import NEUDataModule
 from datamodules.synthetic import write_neu_cls
 from datamodules.views import MultiCropViews
-from evaluation.clustering import clustering_summary
-from evaluation.prediction import cluster_outputs
 from lightning_modules.cluster import ClusteringModule, backbone_from_config, create_backbone
+from metrics.clustering import clustering_summary
 from tests.conftest import PROJECT_ROOT
 from tests.helpers import compose_cfg, load_benchmark
+from workflow.prediction import cluster_outputs
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +83,7 @@ def test_fit_reassigns_pseudo_labels_every_k_steps_and_tests(neu_root: Path, tmp
     torch.manual_seed(0)
     model = ClusteringModule(partial(torch.optim.AdamW, lr=1e-3), backbone="convnextv2_atto", num_clusters=6,
                              num_classes=6, warmup_steps=2, max_steps=7)
-    kmeans = FaissKMeans(num_clusters=6, every_n_steps=3, pca_dim=8, nredo=1)
+    kmeans = PseudoLabelReassigner(num_clusters=6, every_n_steps=3, pca_dim=8, nredo=1)
     dm = neu_dm(neu_root)
     heads: list[torch.Tensor] = []
     reset = model.reset_head
@@ -125,7 +125,7 @@ def test_aligned_reassignments_keep_the_head_and_bf16_channels_last_features_are
     model = ClusteringModule(partial(torch.optim.AdamW, lr=1e-3), backbone="resnet18", num_clusters=3,
                              num_classes=6, warmup_steps=2, max_steps=7, channels_last=True)
     assert model.backbone.conv1.weight.is_contiguous(memory_format=torch.channels_last)
-    kmeans = FaissKMeans(num_clusters=3, every_n_steps=2, pca_dim=8, nredo=1, align_to_previous=True)
+    kmeans = PseudoLabelReassigner(num_clusters=3, every_n_steps=2, pca_dim=8, nredo=1, align_to_previous=True)
     resets: list[int] = []
     reset = model.reset_head
 
@@ -163,22 +163,22 @@ def test_the_descriptor_of_each_training_image_is_clustered_beside_its_features(
     """descriptor=lbp_moments: k-means receives, row for row with the features, the descriptor of each training
     image as the feature pass saw it (the evaluation transform), and the weight; the images are described at the
     first reassignment only, later ones reuse the same descriptors; without it, no descriptors."""
-    import callbacks.faiss_kmeans as faiss_kmeans_module
+    import callbacks.pseudo_labels as reassigner_module
 
     calls: list[dict] = []
-    real = faiss_kmeans_module.cluster
+    real = reassigner_module.cluster
 
-    def spy(features, k, backend, **kwargs):  # noqa: ANN001, ANN202 - callbacks.kmeans.cluster's arguments
+    def spy(features, k, backend, **kwargs):  # noqa: ANN001, ANN202 - clustering.backends.cluster's arguments
         calls.append({"features": features, **kwargs})
         return real(features, k, backend, **kwargs)
 
-    monkeypatch.setattr(faiss_kmeans_module, "cluster", spy)
+    monkeypatch.setattr(reassigner_module, "cluster", spy)
     described_images: list[int] = []
     for descriptor in ("lbp_moments", None):
         torch.manual_seed(0)
         model = ClusteringModule(partial(torch.optim.AdamW, lr=1e-3), backbone="resnet18", num_clusters=3,
                                  num_classes=6, warmup_steps=1, max_steps=5)
-        kmeans = FaissKMeans(num_clusters=3, every_n_steps=2, pca_dim=8, nredo=1, descriptor=descriptor,
+        kmeans = PseudoLabelReassigner(num_clusters=3, every_n_steps=2, pca_dim=8, nredo=1, descriptor=descriptor,
                              descriptor_weight=2.5)
         if kmeans.descriptor is not None:
             kmeans.descriptor = lambda images, describe=kmeans.descriptor: (
@@ -202,8 +202,8 @@ def test_cluster_experiment_end_to_end(neu_root: Path, tmp_path: Path) -> None:
     overrides = [
         "experiment=cluster_neu_cpu", f"data.root={neu_root}", "data.archive=null", "data.image_size=[32,32]",
         "data.views.global_size=32", "data.views.local_size=32", "data.views.n_local=2", "data.batch_size=8",
-        "model.max_steps=4", "model.warmup_steps=1", "callbacks.faiss_kmeans.every_n_steps=2",
-        "callbacks.faiss_kmeans.pca_dim=8", f"hydra.run.dir={run_dir}",
+        "model.max_steps=4", "model.warmup_steps=1", "callbacks.pseudo_labels.every_n_steps=2",
+        "callbacks.pseudo_labels.pca_dim=8", f"hydra.run.dir={run_dir}",
     ]
     out = subprocess.run([sys.executable, "train.py", *overrides], cwd=PROJECT_ROOT, capture_output=True, text=True,
                          env={**os.environ, "WANDB_MODE": "offline"}, timeout=600)

@@ -38,7 +38,7 @@ def test_every_experiment_composes_and_instantiates(experiment: str, tmp_path: P
     assert isinstance(model, expected)
     if expected is ClusteringModule:
         assert dm.train_mode == "views" and callable(dm.views)
-        assert cfg.callbacks.faiss_kmeans.num_clusters == model.hparams.num_clusters
+        assert cfg.callbacks.pseudo_labels.num_clusters == model.hparams.num_clusters
     trainer = instantiate(cfg.trainer, logger=False, max_steps=model.max_steps)
     assert trainer.max_steps == model.max_steps
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from evaluation.detection import DetectionMetrics, best_f1_threshold, detection_summary
+from metrics.detection import DetectionMetrics, best_f1_threshold, detection_summary
 
 SCORES = torch.tensor([0.9, 0.8, 0.35, 0.6, 0.3, 0.2, 0.1, 0.05])
 LABELS = torch.tensor([1, 1, 1, 0, 0, 0, 0, 0])

@@ -22,8 +22,8 @@ from torch.utils.data import default_collate
 from datamodules import DatasetError, FolderDataModule, Sample, list_folder_samples
 from datamodules.base import DecodedDataset
 from datamodules.synthetic import write_folder
-from evaluation.pixel import PixelMetrics
 from lightning_modules.weak import WeakDefectNet, WeakDetectionModule
+from metrics.pixel import PixelMetrics
 from tests.conftest import PROJECT_ROOT
 from tests.helpers import compose_cfg, fold_test_sets
 from workflow.class_counts import class_counts
@@ -186,7 +186,7 @@ def test_clustering_runs_on_a_users_folder(tmp_path: Path) -> None:
     overrides = [
         "experiment=cluster_folder_cpu", f"data.root={root}", "data.image_size=[32,32]", "data.views.global_size=32",
         "data.views.local_size=32", "data.views.n_local=2", "data.batch_size=6", "model.max_steps=4",
-        "model.warmup_steps=1", "callbacks.faiss_kmeans.every_n_steps=2", "callbacks.faiss_kmeans.pca_dim=4",
+        "model.warmup_steps=1", "callbacks.pseudo_labels.every_n_steps=2", "callbacks.pseudo_labels.pca_dim=4",
         "folds=[0]", "logger=csv", f"hydra.run.dir={run_dir}",
     ]
     out = subprocess.run([sys.executable, "train.py", *overrides], cwd=PROJECT_ROOT, capture_output=True, text=True,

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from callbacks.faiss_kmeans import FaissKMeans, align_to, truth_scores
-from callbacks.kmeans import KMEANS_BACKENDS, cluster, fill_empty_clusters, make_faiss_kmeans, preprocess
+from callbacks.pseudo_labels import PseudoLabelReassigner
+from clustering.alignment import align_to, truth_scores
+from clustering.backends import KMEANS_BACKENDS, cluster, fill_empty_clusters, make_faiss_kmeans, preprocess
 from datamodules.sampling import UniformOverLabelsSampler
-from evaluation.clustering import clustering_summary
+from metrics.clustering import clustering_summary
 
 
 def blobs(k: int = 4, n: int = 60, d: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -33,7 +34,7 @@ def test_the_callback_leaves_minibatch_its_own_iterations(monkeypatch: pytest.Mo
         return real(**kwargs)
 
     monkeypatch.setattr(sklearn.cluster, "MiniBatchKMeans", spy)
-    callback = FaissKMeans(num_clusters=4, backend="sklearn_minibatch", pca_dim=8, niter=niter)
+    callback = PseudoLabelReassigner(num_clusters=4, backend="sklearn_minibatch", pca_dim=8, niter=niter)
     cluster(blobs()[0], 4, callback.backend, seed=0, **callback.options)
     assert seen["max_iter"] == max_iter and (seen["batch_size"], seen["reassignment_ratio"]) == (256, 0.01)
 
@@ -118,14 +119,14 @@ def test_sampler_is_uniform_over_pseudo_classes_and_follows_reassignment() -> No
 
 
 def test_reassignment_schedule_every_k_steps_until_freeze_after() -> None:
-    kmeans = FaissKMeans(num_clusters=3, every_n_steps=10, freeze_after=0.5)
+    kmeans = PseudoLabelReassigner(num_clusters=3, every_n_steps=10, freeze_after=0.5)
     due = [step for step in range(1, 101) if kmeans.due(step, 100)]
     assert due == [10, 20, 30, 40, 50]  # not after 50% of the 100 steps
-    everywhere = FaissKMeans(num_clusters=3, every_n_steps=10)
+    everywhere = PseudoLabelReassigner(num_clusters=3, every_n_steps=10)
     assert [s for s in range(1, 101) if everywhere.due(s, 100)] == [10, 20, 30, 40, 50, 60, 70, 80, 90]  # 100: the end
     assert [s for s in range(1, 31) if everywhere.due(s, -1)] == [10, 20, 30]  # unbounded training
     with pytest.raises(ValueError, match="freeze_after"):
-        FaissKMeans(num_clusters=3, freeze_after=0.0)
+        PseudoLabelReassigner(num_clusters=3, freeze_after=0.0)
 
 
 def test_truth_scores_map_clusters_to_classes_and_skip_unknown_classes() -> None:
@@ -150,11 +151,11 @@ def test_align_to_renames_clusters_after_the_previous_assignment() -> None:
 
 
 def test_votes_let_a_label_given_twice_outlast_one_contrary_reassignment() -> None:
-    callback = FaissKMeans(num_clusters=3, align_to_previous=True, label_momentum=0.7)
+    callback = PseudoLabelReassigner(num_clusters=3, align_to_previous=True, label_momentum=0.7)
     assert callback.vote(torch.tensor([0, 1, 2])).tolist() == [0, 1, 2]  # the first assignment stands
     assert callback.vote(torch.tensor([1, 1, 2])).tolist() == [1, 1, 2]  # one vote each: the newer (1 > 0.7) wins
     assert callback.vote(torch.tensor([1, 1, 0])).tolist() == [1, 1, 2]  # 2 was given twice: 1.19 > 1
     assert callback.vote(torch.tensor([1, 1, 0])).tolist() == [1, 1, 0]  # and given up after two: 0.83 < 1.7
     assert set(callback.state_dict()) >= {"votes"}
     with pytest.raises(ValueError, match="align_to_previous"):
-        FaissKMeans(num_clusters=3, label_momentum=0.7)
+        PseudoLabelReassigner(num_clusters=3, label_momentum=0.7)

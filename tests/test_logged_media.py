@@ -13,7 +13,7 @@ import pytest
 import torch
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from callbacks import ClusteringPlots, FaissKMeans, HeatmapPanels
+from callbacks import ClusteringPlots, HeatmapPanels, PseudoLabelReassigner
 from callbacks.heatmap_panels import pick_images
 from datamodules import KolektorSDDDataModule
 from lightning_modules.weak import WeakDefectNet, WeakDetectionModule
@@ -112,7 +112,7 @@ def test_tensorboard_takes_panels_and_pr_curve_csv_falls_back_to_files(tmp_path:
 
 
 def test_clustering_plots_draw_size_history_and_confusion(tmp_path: Path) -> None:
-    kmeans = FaissKMeans(num_clusters=3, every_n_steps=2)
+    kmeans = PseudoLabelReassigner(num_clusters=3, every_n_steps=2)
     csv_logger = CSVLogger(tmp_path, name="csv")
     trainer = fake_trainer(tmp_path, loggers=[csv_logger], callbacks=[kmeans], global_step=4,
                            datamodule=SimpleNamespace(classes=["a", "b", "c"]))

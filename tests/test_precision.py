@@ -7,10 +7,10 @@ import logging
 import pytest
 import torch
 
-from evaluation.run_info import device_description
 from tests.helpers import compose_cfg
 from workflow import precision
 from workflow.precision import cpu_precision, native_bf16
+from workflow.run_info import device_description
 
 
 @pytest.mark.parametrize(("native", "expected"), [(True, "bf16-mixed"), (False, "32-true")])

@@ -9,7 +9,7 @@ import rich.console
 import torch
 from omegaconf import open_dict
 
-from callbacks.faiss_kmeans import FaissKMeans
+from callbacks.pseudo_labels import PseudoLabelReassigner
 from tests.helpers import compose_cfg
 from workflow.config_tree import config_tree
 
@@ -78,10 +78,10 @@ def test_reassignment_shows_progress_bars_for_features_and_kmeans(capsys) -> Non
     batches = _Loader({"x": torch.tensor(centres[i % 3] + rng.normal(size=(4, 8)), dtype=torch.float32),
                        "index": torch.arange(4 * i, 4 * i + 4)} for i in range(6))
     trainer = _Trainer(_DataModule(batches))
-    FaissKMeans(num_clusters=3, pca_dim=None, nredo=1).reassign(trainer, _Module())
+    PseudoLabelReassigner(num_clusters=3, pca_dim=None, nredo=1).reassign(trainer, _Module())
     err = capsys.readouterr().err
     assert "features:" in err and "/6 " in err  # a bar over the 6 feature batches
     assert "k-means (faiss, K=3, N=24)" in err
     assert sorted(np.bincount(trainer.datamodule.labels.numpy()).tolist()) == [8, 8, 8]
-    FaissKMeans(num_clusters=3, pca_dim=None, nredo=1, progress=False).reassign(trainer, _Module())
+    PseudoLabelReassigner(num_clusters=3, pca_dim=None, nredo=1, progress=False).reassign(trainer, _Module())
     assert capsys.readouterr().err == ""

@@ -42,9 +42,9 @@ TINY_DEMO = [
 TINY_CLUSTER = [
     "experiment=cluster_neu_cpu", "folds=[0]", "data.archive=null", "data.image_size=[32,32]",
     "data.views.global_size=32", "data.views.local_size=32", "data.views.n_local=2", "data.batch_size=8",
-    "model.max_steps=8", "model.warmup_steps=1", "callbacks.faiss_kmeans.every_n_steps=2",
-    "callbacks.faiss_kmeans.freeze_after=1.0", "callbacks.faiss_kmeans.pca_dim=8",
-    "callbacks.faiss_kmeans.progress=false", "callbacks.model_checkpoint.every_n_train_steps=2", "print_config=false",
+    "model.max_steps=8", "model.warmup_steps=1", "callbacks.pseudo_labels.every_n_steps=2",
+    "callbacks.pseudo_labels.freeze_after=1.0", "callbacks.pseudo_labels.pca_dim=8",
+    "callbacks.pseudo_labels.progress=false", "callbacks.model_checkpoint.every_n_train_steps=2", "print_config=false",
     "trainer.enable_model_summary=false",
 ]
 
@@ -248,5 +248,5 @@ def test_clustering_killed_mid_training_and_resumed_matches_an_uninterrupted_run
     reference = train(tmp_path / "uninterrupted", *overrides)
     resumed = kill_and_resume(tmp_path, overrides, pause_step=5, ckpt_step=4, epoch_length=3)
     assert_same_results(resumed, reference, final_step=8)
-    kmeans = checkpoint(resumed)["callbacks"]["FaissKMeans"]
+    kmeans = checkpoint(resumed)["callbacks"]["PseudoLabelReassigner"]
     assert [h["step"] for h in kmeans["history"]] == [0, 2, 4, 6]  # 6 after the resume

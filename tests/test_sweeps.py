@@ -19,11 +19,11 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from evaluation.sweep_callback import SweepSummaryCallback
-from evaluation.sweep_plots import choose_x
-from evaluation.sweep_summary import load_jobs, main, setting_label, summarize, varying_keys, write_summary
 from tests.conftest import PROJECT_ROOT
 from tests.helpers import compose_cfg
+from workflow.sweep_callback import SweepSummaryCallback
+from workflow.sweep_plots import choose_x
+from workflow.sweep_summary import load_jobs, main, setting_label, summarize, varying_keys, write_summary
 
 HPARAMS_SEARCHES = sorted(p.stem for p in (PROJECT_ROOT / "conf" / "hparams_search").glob("*.yaml"))
 OPTIMIZERS = sorted(p.stem for p in (PROJECT_ROOT / "conf" / "optimizer").glob("*.yaml"))

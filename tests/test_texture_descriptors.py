@@ -1,4 +1,4 @@
-"""Hand-crafted texture descriptors (callbacks/texture_descriptors.py): LBP^riu2 codes, invariances, moments."""
+"""Hand-crafted texture descriptors (clustering/descriptors.py): LBP^riu2 codes, invariances, moments."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy import stats
 
-from callbacks.texture_descriptors import (
+from clustering.descriptors import (
     TEXTURE_DESCRIPTORS,
     intensity_moments,
     lbp_riu2_histogram,

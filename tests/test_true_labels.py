@@ -21,9 +21,9 @@ from train import build_callbacks
 def test_the_group_swaps_kmeans_for_the_true_classes(tmp_path: Path) -> None:
     cfg = compose_cfg(["experiment=cluster_neu_cpu", "callbacks=true_labels"])
     names = [type(c).__name__ for c in build_callbacks(cfg, tmp_path)]
-    assert "TrueLabels" in names and "FaissKMeans" not in names
+    assert "TrueLabels" in names and "PseudoLabelReassigner" not in names
     plain = [type(c).__name__ for c in build_callbacks(compose_cfg(["experiment=cluster_neu_cpu"]), tmp_path)]
-    assert "FaissKMeans" in plain and "TrueLabels" not in plain
+    assert "PseudoLabelReassigner" in plain and "TrueLabels" not in plain
 
 
 def fit(root: Path, num_clusters: int, targets: torch.Tensor | None = None) -> NEUDataModule:

@@ -17,7 +17,7 @@ import matplotlib
 import pytest
 from omegaconf import OmegaConf
 
-from callbacks import ClusteringPlots, FaissKMeans
+from callbacks import ClusteringPlots, PseudoLabelReassigner
 from tests.conftest import PROJECT_ROOT
 from tests.helpers import wait_for_wandb_records, wandb_records
 from workflow import wandb_mode
@@ -136,7 +136,7 @@ def test_each_job_gets_its_own_offline_run_with_clustering_pictures(monkeypatch,
     for job in range(2):  # two jobs of a multirun, one after the other in the same process
         loggers = build_loggers(wandb_cfg(tmp_path / f"job{job}"))
         set_fold(loggers, 0)
-        kmeans = FaissKMeans(num_clusters=3)
+        kmeans = PseudoLabelReassigner(num_clusters=3)
         kmeans.history = [{"step": 0, "sizes": [2, 7, 3], "seconds": 0.1}]
         trainer = SimpleNamespace(loggers=loggers, is_global_zero=True, global_step=4, default_root_dir=str(tmp_path),
                                   callbacks=[kmeans], datamodule=None)

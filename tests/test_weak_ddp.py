@@ -17,11 +17,11 @@ from torchmetrics.classification import BinaryAUROC, BinaryAveragePrecision
 
 from datamodules.sampling import BalancedBatchSampler, ShardedBatchSampler, UniformOverLabelsSampler, distinct_steps
 from datamodules.synthetic import write_kolektor_like
-from evaluation.detection import DetectionMetrics, detection_summary
-from evaluation.gathering import load_fold_result
-from evaluation.pixel import PixelMetrics
+from metrics.detection import DetectionMetrics, detection_summary
+from metrics.pixel import PixelMetrics
 from tests.conftest import PROJECT_ROOT
 from tests.helpers import run_ddp_sim
+from workflow.gathering import load_fold_result
 
 
 def epochs(sampler, n: int = 3) -> list[list[int]]:

@@ -3,7 +3,7 @@
 A user's folder (``data=folder``) has as many classes as class folders, and its defect-free class is the
 folder named by ``data.defect_free_class``: a config cannot know either. ``model.num_clusters``,
 ``model.num_classes`` and ``model.defect_free_class`` set to ``null`` are filled from the listed samples
-before the model and the callbacks (``callbacks.faiss_kmeans.num_clusters: ${model.num_clusters}``) are built.
+before the model and the callbacks (``callbacks.pseudo_labels.num_clusters: ${model.num_clusters}``) are built.
 """
 
 from __future__ import annotations

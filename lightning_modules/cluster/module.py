@@ -1,7 +1,7 @@
 """The LightningModule of the clustering method: a timm backbone and a classifier on k-means pseudo-labels.
 
 Bai et al. (2024), 3.2: features of the whole training set are clustered every k steps (by the
-:class:`callbacks.FaissKMeans` callback, which calls :meth:`ClusteringModule.extract_features` and
+:class:`callbacks.PseudoLabelReassigner` callback, which calls :meth:`ClusteringModule.extract_features` and
 :meth:`ClusteringModule.reset_head`); between reassignments the backbone and the head learn to predict
 the pseudo-label of every view of an image with cross-entropy over the K pseudo-classes. True labels are
 used only at test time: the head's cluster of each test image against its class (NMI, ACC, ...).
@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from evaluation.clustering import ClusteringMetrics, pooled_summary
 from lightning_modules.cluster.backbone import backbone_from_config
+from metrics.clustering import ClusteringMetrics, pooled_summary
 
 
 class ClusteringModule(L.LightningModule):
@@ -99,7 +99,7 @@ class ClusteringModule(L.LightningModule):
             images = F.interpolate(images, size=size, mode="bilinear", antialias=True, align_corners=False)
         return self(images)
 
-    # -- the hooks the FaissKMeans callback uses -------------------------------------------------
+    # -- the hooks the PseudoLabelReassigner callback uses -------------------------------------------------
     @torch.no_grad()
     def extract_features(self, loader: Sequence[dict]) -> tuple[torch.Tensor, torch.Tensor]:
         """Features (float32) and ids of every image a loader yields, in evaluation mode (then back to
@@ -193,7 +193,7 @@ class ClusteringModule(L.LightningModule):
                       rank_zero_only=True)
 
     def pool(self, fold_results: Sequence[Mapping[str, Any]]) -> dict:
-        """Pooled over folds (:func:`evaluation.clustering.pooled_summary`: each fold's clusters mapped by its own
+        """Pooled over folds (:func:`metrics.clustering.pooled_summary`: each fold's clusters mapped by its own
         Hungarian assignment, ACC on all test images together, NMI the mean over folds); ms per image the mean."""
         folds = [(r["per_image"]["cluster"], r["per_image"]["target"]) for r in fold_results]
         pooled = pooled_summary(folds, self.hparams.num_clusters, self.hparams.num_classes or self.hparams.num_clusters,

@@ -13,13 +13,13 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_warn
 
-from evaluation.calibration import clean_baseline_offset, shift_scores
-from evaluation.detection import DetectionMetrics, best_f1_threshold, detection_summary
-from evaluation.pictures import save_heatmap_panel
-from evaluation.pixel import PixelMetrics
 from lightning_modules.weak.losses import collaborative_alpha, weak_loss
 from lightning_modules.weak.networks import WeakDefectNet
 from lightning_modules.weak.stages import PARTS, Stage, StagePlan
+from metrics.calibration import clean_baseline_offset, shift_scores
+from metrics.detection import DetectionMetrics, best_f1_threshold, detection_summary
+from metrics.pixel import PixelMetrics
+from workflow.pictures import save_heatmap_panel
 
 PAPER_STAGES: list[dict] = [
     {"name": "localization", "iterations": 750, "lr": 0.1, "train": ["trunk", "lnet"], "losses": ["weak"],
@@ -47,7 +47,7 @@ class WeakDetectionModule(L.LightningModule):
 
     Testing takes two loaders: the training images (to fix a threshold without test data, and to measure the
     model's defect-free baseline), then the test images. The fold's results land in :attr:`fold_result`; the
-    per-image ``score_pooled`` is the score on a scale shared by the folds (:mod:`evaluation.calibration`),
+    per-image ``score_pooled`` is the score on a scale shared by the folds (:mod:`metrics.calibration`),
     which :meth:`pool` ranks.
 
     Under DDP (``trainer=ddp``, ``W`` ranks) an iteration of the plan is one optimizer step with one batch
@@ -67,7 +67,7 @@ class WeakDetectionModule(L.LightningModule):
         flip: random horizontal and vertical flips per batch (not in the paper).
         cache_frozen: while trunk and LNet are frozen, compute their outputs once per training image.
         pool_clean_score: before pooling the folds, each fold's scores are shifted (in logit) so that the median
-            score of its defect-free *training* images is this (:mod:`evaluation.calibration`); ``None``
+            score of its defect-free *training* images is this (:mod:`metrics.calibration`); ``None``
             pools the raw scores (as does a fold without defect-free training images). Per-fold metrics use the
             raw scores (a shift does not change their order).
         heatmap_dir: where test heat-map pictures go, under the trainer's ``default_root_dir`` (all

@@ -14,19 +14,10 @@ from torchmetrics.functional.clustering import normalized_mutual_info_score
 from tqdm.auto import tqdm
 
 from callbacks.averaged_weights import averaged_weights, restart_average
-from callbacks.kmeans import cluster
-from callbacks.texture_descriptors import texture_descriptor
-from evaluation.clustering import clustering_summary, contingency, hungarian_mapping
-from evaluation.gathering import gather_unique
-
-
-def truth_scores(assignment: torch.Tensor, targets: torch.Tensor | None, num_clusters: int) -> dict[str, float]:
-    """NMI and Hungarian ACC of an assignment against the true classes (``-1``: unknown, then nothing);
-    ``{}`` without targets or with fewer than two classes."""
-    if targets is None or len(targets) != len(assignment) or bool((targets < 0).any()) or targets.unique().numel() < 2:
-        return {}
-    summary = clustering_summary(assignment, targets, num_clusters, max(num_clusters, int(targets.max()) + 1))
-    return {"nmi_to_truth": summary["nmi"], "acc_to_truth": summary["acc"]}
+from clustering.alignment import align_to, truth_scores
+from clustering.backends import cluster
+from clustering.descriptors import texture_descriptor
+from workflow.gathering import gather_unique
 
 
 def describing(batches: Iterable[dict], descriptor: Callable[[torch.Tensor], torch.Tensor], out: list[torch.Tensor],
@@ -40,15 +31,9 @@ def describing(batches: Iterable[dict], descriptor: Callable[[torch.Tensor], tor
         yield batch
 
 
-def align_to(assignment: torch.Tensor, previous: torch.Tensor, num_clusters: int) -> torch.Tensor:
-    """``assignment`` with its cluster ids renamed to best match ``previous`` (the one-to-one renaming that keeps
-    the most images in a cluster of the same id: scipy's linear_sum_assignment on their contingency table)."""
-    mapping = hungarian_mapping(contingency(assignment, previous, num_clusters, num_clusters))
-    rename = torch.tensor([mapping[c] for c in range(num_clusters)], dtype=torch.long)
-    return rename[assignment]
 
 
-class FaissKMeans(L.Callback):
+class PseudoLabelReassigner(L.Callback):
     """Every ``every_n_steps`` training steps (and before the first): extract the features of the whole
     training set with the evaluation transform, cluster them into ``num_clusters`` groups, hand the new
     assignment to the datamodule (``set_pseudo_labels``) and re-initialise the classifier head
@@ -76,7 +61,7 @@ class FaissKMeans(L.Callback):
     they never reach the pseudo-labels or the loss.
 
     Args:
-        backend: a name in :data:`callbacks.kmeans.KMEANS_BACKENDS` ("faiss" or "sklearn_minibatch").
+        backend: a name in :data:`clustering.backends.KMEANS_BACKENDS` ("faiss" or "sklearn_minibatch").
         pca_dim, whiten, l2_normalize: feature preprocessing before k-means.
         niter, nredo, seed: k-means iterations, restarts and seed; ``niter=None`` leaves each backend its own
             default (faiss 20; MiniBatchKMeans 100, scikit-learn's ``max_iter``).
@@ -90,10 +75,10 @@ class FaissKMeans(L.Callback):
             this factor and gain one for its new (aligned) cluster, and its pseudo-label is the most voted cluster,
             so a cluster that k-means has given an image several times in a row outlasts one contrary
             reassignment (0: the latest k-means alone, as the paper; votes are not in the paper).
-        descriptor: a name in :data:`callbacks.texture_descriptors.TEXTURE_DESCRIPTORS` (None: the network's
+        descriptor: a name in :data:`clustering.descriptors.TEXTURE_DESCRIPTORS` (None: the network's
             features alone, as the paper). Each image's hand-crafted descriptor, computed on the same
             evaluation-transformed images (once per training set: the transform is fixed), is clustered beside
-            the features (:func:`callbacks.kmeans.cluster`): a description that does not move with the network;
+            the features (:func:`clustering.backends.cluster`): a description that does not move with the network;
             not in the paper.
         descriptor_weight: the descriptor's share of every distance, the features' being 1 (see ``cluster``).
     """

@@ -14,7 +14,7 @@ import torch
 from torchmetrics import Metric
 from torchmetrics.functional.classification import binary_average_precision, binary_precision_recall_curve
 
-from evaluation.gathering import cat_state, gather_unique
+from workflow.gathering import cat_state, gather_unique
 
 
 def best_f1_threshold(scores: torch.Tensor, labels: torch.Tensor) -> float:

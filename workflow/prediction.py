@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from datamodules.image_files import load_image, to_tensor
-from evaluation.pictures import save_heatmap_panel
+from workflow.pictures import save_heatmap_panel
 
 #: the smallest side the weak network takes at native size (three 2x2 max-pools in the shared layers)
 WEAK_MIN_SIDE = 8

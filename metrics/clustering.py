@@ -17,7 +17,7 @@ from scipy.optimize import linear_sum_assignment
 from torchmetrics import Metric
 from torchmetrics.functional.clustering import normalized_mutual_info_score
 
-from evaluation.gathering import cat_state, gather_unique
+from workflow.gathering import cat_state, gather_unique
 
 
 def contingency(clusters: torch.Tensor, targets: torch.Tensor, num_clusters: int, num_classes: int) -> np.ndarray:

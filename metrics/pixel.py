@@ -8,7 +8,7 @@ import math
 import torch
 from torchmetrics import Metric
 
-from evaluation.gathering import cat_state, gather_unique
+from workflow.gathering import cat_state, gather_unique
 
 # torchmetrics' own input format and compute functions, so that the figures equal BinaryAUROC(thresholds=T) and
 # BinaryAveragePrecision(thresholds=T) on the same pixels (the module paths are shadowed by function names)

@@ -1,4 +1,4 @@
-"""A Hydra callback that writes the sweep summary (:mod:`evaluation.sweep_summary`) when a multirun ends.
+"""A Hydra callback that writes the sweep summary (:mod:`workflow.sweep_summary`) when a multirun ends.
 
 Registered in ``conf/hydra/default.yaml`` under ``hydra.callbacks.sweep_summary``; it runs on the machine that
 started the sweep after every job returned, whatever the sweeper (basic, Optuna) or launcher (local, Slurm).
@@ -14,7 +14,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from evaluation.sweep_summary import write_summary
+from workflow.sweep_summary import write_summary
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ class SweepSummaryCallback(Callback):
         enabled: False writes nothing.
 
     A failure here is logged, never raised: the jobs' results are already on disk, and
-    ``python -m evaluation.sweep_summary <sweep dir>`` rebuilds the summary.
+    ``python -m workflow.sweep_summary <sweep dir>`` rebuilds the summary.
     """
 
     def __init__(self, x: str | None = None, metrics: Sequence[str] | None = None,
@@ -46,7 +46,7 @@ class SweepSummaryCallback(Callback):
         try:
             summary = write_summary(sweep_dir, x=self.x, metrics=self.metrics, labels=self.labels)
         except Exception:  # the sweep itself succeeded; say why there is no summary and carry on
-            log.exception("sweep summary of %s failed; rebuild with: python -m evaluation.sweep_summary %s",
+            log.exception("sweep summary of %s failed; rebuild with: python -m workflow.sweep_summary %s",
                           sweep_dir, sweep_dir)
             return
         log.info("sweep summary (%d settings): %s", len(summary.rows), summary.md_path)

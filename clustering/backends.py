@@ -135,7 +135,7 @@ def cluster(features: np.ndarray, k: int, backend: str = "faiss", seed: int = 0,
             descriptor_weight: float = 1.0, **kwargs) -> np.ndarray:
     """Cluster ``features`` (N x d) into ``k`` groups with a registered backend; every group non-empty.
 
-    With ``descriptors`` (N x e, e.g. :mod:`callbacks.texture_descriptors`), the points clustered are the
+    With ``descriptors`` (N x e, e.g. :mod:`clustering.descriptors`), the points clustered are the
     preprocessed features beside the standardized descriptors preprocessed the same way and scaled by
     ``descriptor_weight``: with L2 normalization each block has norm 1 before the scaling, so the weight is the
     descriptors' share of every distance (weight 2: four times the features' share of a squared distance).

@@ -1,7 +1,7 @@
 """Hand-crafted texture descriptors of whole images, chosen by name from a registry; not in Bai et al. 2024.
 
-:class:`callbacks.FaissKMeans` can cluster a descriptor beside the network's features (``descriptor=``): a fixed
-description of each image's texture that does not drift with the network being trained, so k-means on the two
+:class:`callbacks.PseudoLabelReassigner` can cluster a descriptor beside the network's features (``descriptor=``): a
+fixed description of each image's texture that does not drift with the network being trained, so k-means on the two
 together finds what the descriptor separates from the first reassignment on.
 
 * ``lbp_moments``: rotation-invariant uniform local binary patterns (LBP^riu2, Ojala, Pietikainen and Maenpaa,

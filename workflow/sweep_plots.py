@@ -15,7 +15,7 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from evaluation.sweep_summary import SettingRow, setting_label
+from workflow.sweep_summary import SettingRow, setting_label
 
 log = logging.getLogger(__name__)
 

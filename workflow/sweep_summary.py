@@ -7,10 +7,10 @@ some jobs varies too); jobs of the same setting are pooled. Each metric's mean a
 
 Written into the sweep folder: ``sweep_summary.csv`` (every numeric fold metric, full precision),
 ``sweep_summary.md`` (the jobs' ``report_columns`` as ``mean ± std``) and ``sweep_summary.png``
-(see :mod:`evaluation.sweep_plots`). Called by :class:`evaluation.sweep_callback.SweepSummaryCallback` at the
+(see :mod:`workflow.sweep_plots`). Called by :class:`workflow.sweep_callback.SweepSummaryCallback` at the
 end of a multirun, or by hand::
 
-    python -m evaluation.sweep_summary outputs/weak_kolektor/multiruns/2026-01-01_12-00-00 [--x KEY]
+    python -m workflow.sweep_summary outputs/weak_kolektor/multiruns/2026-01-01_12-00-00 [--x KEY]
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import yaml
 
-from evaluation.report import fmt
+from workflow.report import fmt
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +216,7 @@ def write_summary(sweep_dir: str | Path, x: str | None = None, metrics: Sequence
 
     Args:
         sweep_dir: the sweep folder (``hydra.sweep.dir``).
-        x: the plots' x axis, a swept key; None chooses (see :func:`evaluation.sweep_plots.choose_x`).
+        x: the plots' x axis, a swept key; None chooses (see :func:`workflow.sweep_plots.choose_x`).
         metrics: the metrics plotted; None: the first two of the jobs' ``report_columns`` (all jobs', in order
             of first appearance) found in the folds.
         labels: legend text per ``key=value`` or per key (:func:`setting_label`).
@@ -233,7 +233,7 @@ def write_summary(sweep_dir: str | Path, x: str | None = None, metrics: Sequence
     csv_path, md_path = write_table(rows, keys, all_metrics, columns, sweep_dir / SUMMARY_STEM)
     plot_path = None
     if plot:
-        from evaluation.sweep_plots import plot_summary  # matplotlib only when plotting
+        from workflow.sweep_plots import plot_summary  # matplotlib only when plotting
 
         unknown = [m for m in metrics or [] if m not in all_metrics]
         if unknown:

@@ -1,0 +1,1 @@
+"""Clustering algorithms, apart from Lightning: k-means backends, texture descriptors, label alignment."""
