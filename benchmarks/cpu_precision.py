@@ -140,7 +140,7 @@ def main() -> None:
                "bf16_speedup": {w: s["32-true"] / s["bf16-mixed"] for w, s in seconds.items()}}
     write_result(ROOT / "benchmarks" / "results", args.name or f"cpu_precision_{capability.lower()}",
                  "python benchmarks/cpu_precision.py " + " ".join(sys.argv[1:]), commit,
-                 time.perf_counter() - start, metrics)
+                 time.perf_counter() - start, metrics, method=["cluster", "weak"], selection="fixed")
     print(json.dumps(metrics, indent=2))
 
 

@@ -62,6 +62,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--experiment", default="cluster_neu_cpu")
     parser.add_argument("--descriptor", default="lbp_moments")
     parser.add_argument("--name", default="descriptor_kmeans_neu", help="the JSON's name under benchmarks/results/")
+    parser.add_argument("--selection", default="test", choices=("test", "validation", "label_free", "fixed"),
+                        help="test: lbp_moments was chosen against NEU's labels; fixed on data it was not chosen on")
     parser.add_argument("--allow-dirty", action="store_true", help="run even with uncommitted changes")
     args = parser.parse_args(argv)
     argv = sys.argv[1:] if argv is None else argv
@@ -93,7 +95,8 @@ def main(argv: list[str] | None = None) -> None:
     metrics = {"folds": folds, "pooled": {key: pooled[key] for key in ("n_images", "acc", "nmi", "confusion")}}
     write_result(ROOT / "benchmarks" / "results", args.name,
                  "python benchmarks/descriptor_kmeans.py " + " ".join(argv), commit,
-                 time.perf_counter() - start, metrics, descriptor=args.descriptor, experiment=args.experiment)
+                 time.perf_counter() - start, metrics, descriptor=args.descriptor, experiment=args.experiment,
+                 method="cluster", selection=args.selection)
     print(json.dumps(metrics["pooled"], indent=2, default=str))
 
 

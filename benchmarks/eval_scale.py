@@ -72,6 +72,8 @@ def main() -> None:
     parser.add_argument("run_dir", type=Path, help="a train.py run folder (config_resolved.yaml, fold<k>/)")
     parser.add_argument("--scales", type=float, nargs="+", default=[1.0, 0.8])
     parser.add_argument("--name", required=True, help="the JSON's name under benchmarks/results/")
+    parser.add_argument("--selection", default="test", choices=("test", "validation", "label_free", "fixed"),
+                        help="test: comparing scales on the test folds is choosing on them")
     parser.add_argument("--allow-dirty", action="store_true", help="run even with uncommitted changes")
     args = parser.parse_args()
     commit = require_clean_tree("benchmarks/eval_scale.py", args.allow_dirty, ROOT)
@@ -86,7 +88,7 @@ def main() -> None:
                "fold_acc": {scale: [f["acc"] for f in r["folds"]] for scale, r in scales.items()}}
     write_result(ROOT / "benchmarks" / "results", args.name,
                  "python benchmarks/eval_scale.py " + " ".join(sys.argv[1:]), commit, time.perf_counter() - start,
-                 metrics)
+                 metrics, method="cluster", selection=args.selection)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@
 # DATA_DIR holds NEU-DET.zip and KolektorSDD.zip (default ../shared/datasets); STEP is any of cluster_neu,
 # weak_kolektor, kmeans_speed (default: all three, in that order). Commit first: benchmarks/run.py refuses a
 # dirty tree; in a copy of the tree without .git, set SOURCE_COMMIT to the commit it holds. k-means runs on the
-# GPU only with a GPU build of faiss (README, "faiss").
+# GPU only with a GPU build of faiss (README, "faiss"). The paper's settings, set before these runs: selection fixed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data=${1:-../shared/datasets}
@@ -19,10 +19,10 @@ export WANDB_MODE=${WANDB_MODE:-offline}
 for step in "${steps[@]}"; do
   case $step in
     cluster_neu)
-      python benchmarks/run.py cluster_neu_gpu experiment=cluster_neu trainer=gpu "data.archive=$data/NEU-DET.zip" ;;
+      python benchmarks/run.py cluster_neu_gpu experiment=cluster_neu trainer=gpu "data.archive=$data/NEU-DET.zip" --selection fixed ;;
     weak_kolektor)
       python benchmarks/run.py weak_kolektor_gpu experiment=weak_kolektor trainer=gpu \
-        "data.archive=$data/KolektorSDD.zip" ;;
+        "data.archive=$data/KolektorSDD.zip" --selection fixed ;;
     kmeans_speed)
       python benchmarks/kmeans_speed.py --archive "$data/NEU-DET.zip" --name kmeans_speed_gpu ;;
     *)

@@ -106,7 +106,7 @@ def main() -> None:
                                          / result["faiss_with_preprocess_s"])
     write_result(ROOT / "benchmarks" / "results", args.name,
                  "python benchmarks/kmeans_speed.py " + " ".join(sys.argv[1:]), commit, time.perf_counter() - start,
-                 result)
+                 result, method="cluster", selection="fixed")
     print(json.dumps(result, indent=2))
 
 

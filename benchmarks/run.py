@@ -1,11 +1,12 @@
 """Run a training command and record its result as ``benchmarks/results/<name>.json``.
 
     python benchmarks/run.py weak_kolektor_cpu experiment=weak_kolektor_cpu \
-        data.archive=../shared/datasets/KolektorSDD.zip
+        data.archive=../shared/datasets/KolektorSDD.zip --selection fixed
 
 The JSON holds the command, git commit, device, date, wall time and the run's ``metrics.json``
 (``metrics.pooled`` and ``metrics.folds``), copied from the run folder, never typed in. A working tree with
 uncommitted changes is refused (the commit would not say what ran) unless ``--allow-dirty``.
+``--selection`` (required: only the person running it knows) records how the settings were chosen.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+SELECTIONS = ("test", "validation", "label_free", "fixed")
 sys.path.insert(0, str(ROOT))
 
 from workflow.run_info import require_clean_tree, write_result  # noqa: E402
@@ -31,6 +33,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("overrides", nargs="*")
     parser.add_argument("--allow-dirty", action="store_true",
                         help="run even with uncommitted changes (the result's commit then ends in -dirty)")
+    parser.add_argument("--selection", required=True, choices=SELECTIONS,
+                        help="how the settings were chosen: test (by looking at these test folds), validation (on data "
+                             "held out of the training folds), label_free (a criterion reading no label), fixed (set "
+                             "before this dataset was looked at)")
     args = parser.parse_args(argv)
     commit = require_clean_tree("benchmarks/run.py", args.allow_dirty, ROOT)
     run_dir = ROOT / "outputs" / "benchmarks" / f"{args.name}_{dt.datetime.now():%Y%m%d_%H%M%S}"
@@ -44,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
                           "python train.py " + " ".join(shlex.quote(o) for o in args.overrides),
                           metrics.get("commit", commit), wall,
                           {"pooled": metrics["pooled"], "folds": metrics["folds"]},
-                          run_dir=str(run_dir.relative_to(ROOT)))
+                          run_dir=str(run_dir.relative_to(ROOT)), selection=args.selection)
     print(json.dumps({k: result[k] for k in ("name", "wall_s", "device")} | {"pooled": metrics["pooled"]}, indent=2))
 
 

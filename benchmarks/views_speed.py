@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     result["speedup"] = result["per_image_s"] / result["per_batch_s"]
     name = args.name or f"views_speed_{args.preset}_{device.type}"
     write_result(ROOT / "benchmarks" / "results", name, "python benchmarks/views_speed.py " + " ".join(sys.argv[1:]),
-                 commit, time.perf_counter() - start, result)
+                 commit, time.perf_counter() - start, result, method="cluster", selection="fixed")
     print(json.dumps(result, indent=2))
 
 

@@ -74,7 +74,8 @@ def test_the_gpu_script_runs_the_three_results_whose_overrides_compose(tmp_path:
                                       ["benchmarks/kmeans_speed.py", "--archive"]]
     assert "data.archive=/data/NEU-DET.zip" in calls[0] and "data.archive=/data/KolektorSDD.zip" in calls[1]
     for call in calls[:2]:
-        cfg = compose_cfg(call[2:])
+        assert call[-2:] == ["--selection", "fixed"]
+        cfg = compose_cfg(call[2:-2])
         assert cfg.trainer.accelerator == "gpu" and cfg.task_name == call[1].removesuffix("_gpu")
     rc, calls = gpu_script_calls(tmp_path / "one", "/data", "weak_kolektor")
     assert rc == 0 and [c[1] for c in calls] == ["weak_kolektor_gpu"]
