@@ -22,8 +22,30 @@ def test_a_dirty_tree_is_refused_before_anything_runs(monkeypatch: pytest.Monkey
     ran: list = []
     monkeypatch.setattr(subprocess, "run", lambda *a, **k: ran.append(a))
     with pytest.raises(SystemExit, match="uncommitted changes.*--allow-dirty"):
-        runner.main(["probe", "experiment=demo"])
+        runner.main(["probe", "experiment=demo", "--selection", "fixed"])
     assert not ran
+
+
+def test_the_runner_asks_how_the_settings_were_chosen_and_records_it(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """No default: a result's selection is a claim only the person running it can make; what is given is recorded."""
+    runner = load_benchmark("run")
+    monkeypatch.setattr("workflow.run_info.git_commit", lambda cwd=None: "0123abc")
+
+    def fake_train(command: list[str], **_: object) -> None:
+        run_dir = Path(next(a for a in command if a.startswith("hydra.run.dir=")).split("=", 1)[1])
+        run_dir.mkdir(parents=True)
+        (run_dir / "metrics.json").write_text(json.dumps({"pooled": {"acc": 0.5}, "folds": []}))
+
+    monkeypatch.setattr(subprocess, "run", fake_train)
+    monkeypatch.setattr(runner, "ROOT", tmp_path)
+    with pytest.raises(SystemExit):
+        runner.main(["probe", "experiment=demo"])
+    with pytest.raises(SystemExit):
+        runner.main(["probe", "experiment=demo", "--selection", "tuned"])
+    runner.main(["probe", "experiment=demo", "--selection", "validation"])
+    record = json.loads((tmp_path / "benchmarks" / "results" / "probe.json").read_text())
+    assert record["selection"] == "validation" and record["metrics"]["pooled"] == {"acc": 0.5}
 
 
 def test_a_clean_tree_passes_and_dirty_is_allowed_on_request(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -92,6 +114,7 @@ def test_views_speed_times_both_views_with_the_presets_settings(tmp_path: Path) 
     assert metrics["per_image_s"] > 0 and metrics["per_batch_s"] > 0
     assert metrics["speedup"] == metrics["per_image_s"] / metrics["per_batch_s"]
     assert record["commit"] and record["command"].startswith("python benchmarks/views_speed.py")
+    assert (record["method"], record["selection"]) == ("cluster", "fixed")
 
 
 def test_the_descriptor_baseline_gives_test_images_the_nearest_training_centre(tmp_path: Path) -> None:
@@ -117,6 +140,7 @@ def test_the_descriptor_baseline_gives_test_images_the_nearest_training_centre(t
     assert [f["fold"] for f in folds] == [0, 1, 2] and sum(f["n_images"] for f in folds) == pooled["n_images"] == 36
     assert all(0 <= f["acc"] <= 1 and 0 <= f["train_acc"] <= 1 for f in folds)
     assert record["descriptor"] == "lbp_moments" and record["command"].startswith("python benchmarks/descriptor_k")
+    assert (record["method"], record["selection"]) == ("cluster", "test")
 
 
 def test_outside_a_git_checkout_the_commit_comes_from_source_commit(tmp_path: Path,
