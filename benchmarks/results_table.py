@@ -24,6 +24,8 @@ KEYS = {
     "weak": ["ap", "false_calls", "false_calls_fixed", "fp_at_full_recall", "ap_raw", "fp_at_full_recall_raw"],
     "cluster": ["acc", "nmi", "mdr", "fdr", "eacc"],
 }
+# the rows the README quotes: one per method and dataset, the current preset's run
+HEADLINE = ("weak_kolektor_cpu", "cluster_neu_cpu", "descriptor_kmeans_neu")
 HEADER = ["| result | method | selection | pooled | per fold | wall | device | commit | date |",
           "|---|---|---|---|---|---|---|---|---|"]
 NOTES = """\
@@ -88,8 +90,9 @@ def row(path: Path, link_prefix: str) -> str:
 
 
 def page() -> str:
-    """The whole of RESULTS.md: notes, the current results, then the archive."""
-    lines = [NOTES, "## Current", "", *HEADER, *(row(p, "results/") for p in sorted(RESULTS.glob("*.json")))]
+    """The whole of RESULTS.md: notes, the headline rows, every current result, then the archive."""
+    lines = [NOTES, "## Headline", "", *HEADER, *(row(RESULTS / f"{name}.json", "results/") for name in HEADLINE),
+             "", "## Current", "", *HEADER, *(row(p, "results/") for p in sorted(RESULTS.glob("*.json")))]
     archived = sorted((RESULTS / "archive").glob("*.json"))
     if archived:
         lines += ["", "## Archive", "", *HEADER, *(row(p, "results/archive/") for p in archived)]

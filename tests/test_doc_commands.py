@@ -15,6 +15,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig
 
 from tests.conftest import PROJECT_ROOT
+from tests.helpers import load_benchmark
 from workflow.precision import register_resolvers
 
 DOCS = [PROJECT_ROOT / "README.md", *sorted((PROJECT_ROOT / "docs").glob("*.md"))]
@@ -120,3 +121,36 @@ def test_a_result_says_what_it_is(path: Path) -> None:
     assert record["selection"] in SELECTIONS
     methods = [record["method"]] if isinstance(record["method"], str) else record["method"]
     assert methods and all(isinstance(m, str) and m for m in methods)
+
+
+def test_results_md_is_what_the_jsons_give() -> None:
+    """benchmarks/RESULTS.md is generated: regenerate it (python benchmarks/results_table.py) when a result changes."""
+    table = load_benchmark("results_table")
+    assert (PROJECT_ROOT / "benchmarks" / "RESULTS.md").read_text() == table.page()
+
+
+def test_the_results_table_shows_a_result_by_its_method_not_its_metric_names() -> None:
+    figures = load_benchmark("results_table").figures
+    metrics = {"pooled": {"ap": 0.5, "acc": 0.25, "nmi": 0.125},
+               "folds": [{"ap": 0.5, "acc": 0.25, "nmi": 0.125}] * 3}
+    assert figures("cluster", metrics) == ("acc 0.2500, nmi 0.1250",
+                                           "acc 0.2500/0.2500/0.2500; nmi 0.1250/0.1250/0.1250")
+    assert figures("weak", metrics)[0] == "ap 0.5000"
+    assert figures(["cluster", "weak"], {"seconds": {"x": 1.5}}) == ("seconds.x 1.5000", "")
+
+
+def test_the_readme_headline_figures_are_in_the_results_they_link() -> None:
+    """Our figures in the README's results table (the third column) are pooled figures of the JSON files the row
+    links, to 4 decimals: no figure typed in that a result does not hold."""
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    section = readme.split("## Results", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "benchmarks/results/" in line]
+    assert len(rows) >= 3
+    for line in rows:
+        ours = line.split("|")[3]
+        pooled = set()
+        for link in re.findall(r"\((benchmarks/results/[^)]+\.json)\)", line):
+            pooled |= {f"{v:.4f}" for v in json.loads((PROJECT_ROOT / link).read_text())["metrics"]["pooled"].values()
+                       if isinstance(v, float)}
+        quoted = re.findall(r"\d\.\d{4}", ours)
+        assert quoted and set(quoted) <= pooled, (line, sorted(set(quoted) - pooled))
