@@ -149,8 +149,7 @@ def run(cfg: DictConfig) -> dict:
     extra = {"wall_s": time.perf_counter() - start, **info}
     if rank_zero:
         table = write_report(out_dir, results, pooled, list(cfg.report_columns), extra=extra)
-        log.info("results (%s):\n%s", out_dir, table)
-        print(table)
+        log.info("results (%s):\n%s", out_dir, table)  # on the console (Hydra logs to stdout) and in train.log
     return {"folds": results, "pooled": pooled, "wall_s": extra["wall_s"]}
 
 

@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler
 
 from datamodules.archive import download, extract_once
-from datamodules.checks import check_data_args
+from datamodules.checks import check_data_args, check_root
 from datamodules.errors import DatasetError
 from datamodules.resumable import ResumableDataLoader
 from datamodules.samples import DecodedCache, Sample
@@ -179,6 +179,7 @@ class DefectDataModule(L.LightningDataModule):
     # -- getting data onto disk -----------------------------------------------------------------
     def prepare_data(self) -> None:
         """Make ``root`` exist: extract ``archive`` into it (downloading it first from ``url``)."""
+        check_root(self.root, self.archive, self.url, self.download_hint)
         if self.root.exists() and not (self.archive is not None and not any(self.root.iterdir())):
             return
         if self.archive is not None:

@@ -18,7 +18,8 @@ def check_data_args(root: str | Path, archive: str | Path | None = None, url: st
                     sha256: str | None = None, num_folds: int = 3, num_defective: int | None = None,
                     image_size: Sequence[int] = (1, 1), hint: str = "") -> None:
     """Refuse arguments no dataset can use (:class:`SettingError`) and a root or archive that cannot be the
-    dataset (:class:`DatasetError`)."""
+    dataset (:class:`DatasetError`). An empty root is checked later, when the data is fetched (:func:`check_root`).
+    """
     if num_defective is not None and int(num_defective) < 0:
         raise SettingError(f"data.num_defective={num_defective} must be >= 0 (or null: every defective image)")
     if int(num_folds) < 2:
@@ -26,15 +27,15 @@ def check_data_args(root: str | Path, archive: str | Path | None = None, url: st
     size = list(image_size)
     if len(size) != 2 or any(int(s) < 1 for s in size):
         raise SettingError(f"data.image_size={size} must be two positive sizes [H, W]")
-    check_root(Path(root), Path(archive) if archive else None, url, hint)
+    if Path(root).exists() and not Path(root).is_dir():
+        raise DatasetError(f"data.root={root} is a file, not a folder; {hint}".rstrip("; "))
     if sha256 and archive:
         check_archive_sha256(Path(root), Path(archive), sha256)
 
 
 def check_root(root: Path, archive: Path | None, url: str | None, hint: str) -> None:
-    """``data.root`` must be a folder; an empty one needs an archive to extract (or a url to fetch it from)."""
-    if root.exists() and not root.is_dir():
-        raise DatasetError(f"data.root={root} is a file, not a folder; {hint}".rstrip("; "))
+    """Before the data is fetched (``prepare_data``): an empty ``data.root`` needs an archive to extract (or a url to
+    fetch it from)."""
     if root.is_dir() and not any(root.iterdir()) and not url and not (archive is not None and archive.is_file()):
         where = f" and data.archive={archive} does not exist" if archive is not None else ""
         raise DatasetError(f"data.root={root} is an empty folder{where}; {hint}".rstrip("; "))

@@ -45,7 +45,7 @@ def write_report(out_dir: str | Path, folds: Sequence[Mapping], pooled: Mapping,
         writer.writeheader()
         writer.writerows(rows)
     # one fold: its row is the pooled row; show it once (labelled both), not the same numbers twice
-    shown = rows if len(folds) != 1 else [{**rows[-1], "fold": f"{folds[0]['fold']} (= pooled)"}]
+    shown = rows if len(folds) != 1 else [{**rows[0], **rows[-1], "fold": f"{folds[0]['fold']} (= pooled)"}]
     table = markdown_table(shown, ["fold", *columns])
     (out_dir / "metrics.md").write_text(table + "\n")
     return table
