@@ -22,7 +22,7 @@ def check_data_args(root: str | Path, archive: str | Path | None = None, url: st
     """
     if num_defective is not None and int(num_defective) < 0:
         raise SettingError(f"data.num_defective={num_defective} must be >= 0 (or null: every defective image)")
-    if int(num_folds) < 2:
+    if int(num_folds) < 1:  # 1: a fixed train/test split (Severstal's split_file); see workflow.run_checks
         raise SettingError(f"data.num_folds={num_folds}: cross-validation needs at least 2 folds")
     size = list(image_size)
     if len(size) != 2 or any(int(s) < 1 for s in size):

@@ -17,9 +17,10 @@ def check_run_args(cfg: DictConfig) -> None:
     """Refuse settings no run can use (:class:`SettingError` naming the setting)."""
     folds = list(cfg.get("folds") or [])
     num_folds = cfg.data.get("num_folds", 3)
-    if num_folds is not None and int(num_folds) < 2:
+    fixed_split = cfg.data.get("split_file") or cfg.data.get("test_groups")
+    if num_folds is not None and int(num_folds) < (1 if fixed_split else 2):
         raise SettingError(f"data.num_folds={num_folds}: cross-validation needs at least 2 folds (one tests, "
-                           "the others train)")
+                           "the others train); 1 only with a fixed train/test split (data.split_file)")
     if not folds:
         raise SettingError("folds=[] lists no fold to run: give at least one, e.g. folds=[0]")
     if num_folds is not None:
