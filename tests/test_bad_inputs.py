@@ -143,8 +143,15 @@ def test_sigterm_saves_last_ckpt_prints_the_resume_command_and_exits_143(tmp_pat
     assert out.returncode == 0, out.stderr[-3000:]
     assert "resuming at step 4" in out.stdout + out.stderr
     assert json.loads((resumed / "run_info.json").read_text())["status"] == "success"
-    assert torch.load(resumed / "fold0" / "checkpoints" / "last.ckpt", map_location="cpu",
-                      weights_only=False)["global_step"] == 8
+    # the same weights, bit for bit, as a run never interrupted
+    reference = tmp_path / "reference"
+    out = subprocess.run([sys.executable, "train.py", *base, f"hydra.run.dir={reference}"], cwd=PROJECT_ROOT,
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    final, expected = (torch.load(run / "fold0" / "checkpoints" / "last.ckpt", map_location="cpu",
+                                  weights_only=False) for run in (resumed, reference))
+    assert final["global_step"] == expected["global_step"] == 8
+    assert all(torch.equal(final["state_dict"][k], v) for k, v in expected["state_dict"].items())
 
 
 def test_resume_command_replaces_folds_and_ckpt_path() -> None:
