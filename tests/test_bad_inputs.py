@@ -436,3 +436,15 @@ def test_progress_line_has_step_stage_elapsed_and_eta() -> None:
 
 def test_setting_error_is_a_value_error() -> None:
     assert issubclass(SettingError, ValueError)
+
+
+def test_sweep_summary_names_a_failed_job_and_its_error(tmp_path: Path, capsys, demo_data: Path, caplog) -> None:
+    from workflow.sweep_summary import load_jobs
+
+    job = tmp_path / "sweep" / "0"
+    fail_run(job, capsys, "experiment=demo", f"data.root={demo_data}", "data.num_defective=-1")
+    (job / ".hydra").mkdir()
+    (job / ".hydra" / "overrides.yaml").write_text("- data.num_defective=-1\n")
+    with caplog.at_level(logging.WARNING):
+        assert load_jobs(tmp_path / "sweep") == []
+    assert "failed: SettingError: data.num_defective=-1 must be >= 0" in caplog.text
