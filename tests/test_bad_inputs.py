@@ -37,10 +37,11 @@ from tests.helpers import compose_cfg, load_benchmark
 from tests.inference_helpers import cluster_checkpoint
 from tests.test_kolektor_datamodule import make_dm
 from workflow.errors import SettingError
-from workflow.failure import FULL_ERROR_HINT, SIGTERM_EXIT, resume_command
+from workflow.failure import FULL_ERROR_HINT, SIGTERM_EXIT, interruption_message, resume_command
 from workflow.progress import ProgressLog, duration
 from workflow.quiet import NoiseFilter, quiet_third_party
 from workflow.report import write_report
+from workflow.run_checks import fold_guards
 from workflow.run_dir import run_id
 
 FAST = ["logger=none", "print_config=false", "callbacks=none", "trainer.enable_model_summary=false"]
@@ -158,6 +159,10 @@ def test_resume_command_replaces_folds_and_ckpt_path() -> None:
     command = resume_command(["experiment=demo", "folds=[0,1,2]", "ckpt_path=old.ckpt", "seed=3"], 1,
                              Path("/r/fold1/checkpoints/last.ckpt"))
     assert command == "python train.py experiment=demo seed=3 folds=[1] ckpt_path=/r/fold1/checkpoints/last.ckpt"
+    message = interruption_message(1, 40, command, [2])
+    assert message.splitlines() == ["Interrupted by SIGTERM (fold 1, step 40). Resume with:", f"  {command}",
+                                    "then the folds that did not start: folds=[2] (no ckpt_path)"]
+    assert fold_guards(compose_cfg(["folds=[0,1,2]"]), 1)[0].later_folds == [2]
 
 
 # -- settings named in the message (cases 6, 7, 12, 13, 14) and data roots (15, 8) ---------------------------

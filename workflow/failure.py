@@ -85,12 +85,22 @@ def interrupted(out_dir: Path) -> SystemExit:
     overrides, _ = hydra_overrides()
     fold, checkpoint = INTERRUPTION.get("fold"), INTERRUPTION.get("checkpoint")
     command = resume_command(overrides, fold, checkpoint) if fold is not None else None
+    later = INTERRUPTION.get("later_folds") or []
     record_status(out_dir, "interrupted", error={"type": "SIGTERM", "message": "stopped by SIGTERM"},
-                  resume=command, step=INTERRUPTION.get("step"))
+                  resume=command, step=INTERRUPTION.get("step"), folds_not_started=later)
     if rank_zero_only.rank == 0:
-        print(f"Interrupted by SIGTERM (fold {fold}, step {INTERRUPTION.get('step')}). Resume with:\n  {command}"
-              if command else "Interrupted by SIGTERM before training started.", file=sys.stderr, flush=True)
+        print(interruption_message(fold, INTERRUPTION.get("step"), command, later), file=sys.stderr, flush=True)
     return SystemExit(SIGTERM_EXIT)
+
+
+def interruption_message(fold: int | None, step: int | None, command: str | None, later: Sequence[int]) -> str:
+    """What the console says after SIGTERM: where it stopped, the resume command, the folds not started."""
+    if command is None:
+        return "Interrupted by SIGTERM before training started."
+    lines = [f"Interrupted by SIGTERM (fold {fold}, step {step}). Resume with:", f"  {command}"]
+    if later:
+        lines.append(f"then the folds that did not start: folds=[{','.join(map(str, later))}] (no ckpt_path)")
+    return "\n".join(lines)
 
 
 def clean_cause(error: BaseException) -> BaseException | None:

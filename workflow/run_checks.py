@@ -60,4 +60,6 @@ class MustTrain(L.Callback):
 
 def fold_guards(cfg: DictConfig, fold: int) -> list[L.Callback]:
     """The callbacks every fold gets: ``last.ckpt`` on SIGTERM, progress lines, no silent zero-step fit."""
-    return [CheckpointOnSigterm(fold), ProgressLog(cfg.get("progress_every"), fold), MustTrain()]
+    folds = [int(f) for f in cfg.get("folds") or []]
+    later = folds[folds.index(fold) + 1:] if fold in folds else []
+    return [CheckpointOnSigterm(fold, later), ProgressLog(cfg.get("progress_every"), fold), MustTrain()]

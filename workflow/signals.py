@@ -19,7 +19,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 log = logging.getLogger(__name__)
 
-#: the last interruption in this process: ``{"fold": k, "checkpoint": Path}``
+#: the last interruption in this process: ``{"fold": k, "checkpoint": Path, "step": s, "later_folds": [...]}``
 INTERRUPTION: dict = {}
 
 
@@ -36,8 +36,9 @@ class CheckpointOnSigterm(L.Callback):
     """On SIGTERM during ``fit``, save ``last.ckpt`` at the step reached (after that step, so resuming with
     ``ckpt_path=`` continues from there); during ``test`` point at the ``last.ckpt`` written when training ended."""
 
-    def __init__(self, fold: int) -> None:
+    def __init__(self, fold: int, later_folds: list[int] | None = None) -> None:
         self.fold = fold
+        self.later_folds = list(later_folds or [])
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if not isinstance(exception, SIGTERMException):
@@ -47,4 +48,5 @@ class CheckpointOnSigterm(L.Callback):
             trainer.save_checkpoint(path, weights_only=False)
             log.warning("SIGTERM at step %d: saved %s", trainer.global_step, path)
         INTERRUPTION.clear()
-        INTERRUPTION.update(fold=self.fold, checkpoint=path if path.is_file() else None, step=trainer.global_step)
+        INTERRUPTION.update(fold=self.fold, checkpoint=path if path.is_file() else None, step=trainer.global_step,
+                            later_folds=self.later_folds)
