@@ -27,6 +27,7 @@ from lightning_modules.exporters import EXPORTERS, SUFFIXES, ExportSpec, compare
 from lightning_modules.from_checkpoint import TrainedModel, load_trained_model
 from lightning_modules.weak import WeakDetectionModule
 from lightning_modules.weak.export import OUTPUT_NAMES, WeakInference, min_dynamic_side
+from workflow.failure import reported_failures
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +133,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 def main(cfg: DictConfig) -> None:
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
-    run(cfg)
+    with reported_failures(cfg.output_dir):  # status and error in run_info.json; project errors as one line
+        run(cfg)
 
 
 if __name__ == "__main__":

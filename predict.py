@@ -20,7 +20,9 @@ from omegaconf import DictConfig
 
 from datamodules.image_files import list_images
 from lightning_modules.from_checkpoint import TrainedModel, load_trained_model
+from workflow.failure import reported_failures
 from workflow.prediction import model_kind, predict_files, write_rows
+from workflow.screening import screen_images
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,7 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
     size = input_size(cfg.resize, model.image_size)
     threshold, threshold_source = resolve_threshold(cfg.get("threshold"), model)
     root, files = list_images(cfg.input)
+    files, skipped = screen_images(files, root, cfg.get("on_error", "abort"))
     rows = predict_files(model.module, files, root, model.color_mode, size,
                          out_dir=out_dir if cfg.get("overlays", True) else None, batch_size=int(cfg.batch_size),
                          threshold=threshold, device=resolve_device(cfg.device))
@@ -68,7 +71,8 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
     info = {"checkpoint": str(model.checkpoint), "config_source": model.config_source, "model": kind.name,
             "color_mode": model.color_mode, "trained_image_size": model.image_size,
             "input_size": list(size) if size else "native", "threshold": threshold,
-            "threshold_source": threshold_source, "input": str(cfg.input), "n_images": len(rows)}
+            "threshold_source": threshold_source, "input": str(cfg.input), "n_images": len(rows),
+            "skipped": skipped}
     (out_dir / "predict_info.json").write_text(json.dumps(info, indent=2))
     log.info("%d images (%s model, input %s): %s", len(rows), kind.name, info["input_size"],
              out_dir / "predictions.csv")
@@ -77,7 +81,8 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
-    run(cfg)
+    with reported_failures(cfg.output_dir):
+        run(cfg)
 
 
 if __name__ == "__main__":

@@ -25,10 +25,13 @@ from omegaconf import DictConfig, OmegaConf
 from callbacks.config_in_checkpoint import ConfigInCheckpoint
 from workflow.class_counts import fill_class_counts
 from workflow.config_tree import print_config_tree
+from workflow.failure import reported_failures
 from workflow.gathering import FoldResultWriter, load_fold_result
 from workflow.loggers import build_loggers, finish, set_fold
 from workflow.precision import register_resolvers
+from workflow.quiet import quiet_third_party
 from workflow.report import write_report
+from workflow.run_checks import check_run_args, fold_guards
 from workflow.run_info import run_info
 
 log = logging.getLogger(__name__)
@@ -54,7 +57,8 @@ def build_fold(
     datamodule = instantiate(cfg.data, fold=fold)
     model = instantiate(cfg.model, optimizer=instantiate(cfg.optimizer), _convert_="all")
     # <fold dir>/fold_result.pt (see run()); the config in every checkpoint (predict.py rebuilds the model)
-    callbacks = [*build_callbacks(cfg, fold_dir), FoldResultWriter(), ConfigInCheckpoint(cfg, fold=fold)]
+    callbacks = [*build_callbacks(cfg, fold_dir), FoldResultWriter(), ConfigInCheckpoint(cfg, fold=fold),
+                 *fold_guards(cfg, fold)]
     loggers = list(loggers or [])
     if not loggers:  # nothing to log learning rates to
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
@@ -145,17 +149,20 @@ def run(cfg: DictConfig) -> dict:
     extra = {"wall_s": time.perf_counter() - start, **info}
     if rank_zero:
         table = write_report(out_dir, results, pooled, list(cfg.report_columns), extra=extra)
-        log.info("results (%s):\n%s", out_dir, table)
-        print(table)
+        log.info("results (%s):\n%s", out_dir, table)  # on the console (Hydra logs to stdout) and in train.log
     return {"folds": results, "pooled": pooled, "wall_s": extra["wall_s"]}
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    if cfg.get("print_config", True):
-        print_config_tree(cfg)
-    check_multirun_strategy(cfg)
-    report = run(cfg)
+    quiet_third_party()
+    # a failure from here on: status and error in run_info.json, project errors as one line (workflow.failure)
+    with reported_failures(cfg.paths.output_dir):
+        if cfg.get("print_config", True):
+            print_config_tree(cfg)
+        check_multirun_strategy(cfg)
+        check_run_args(cfg)
+        report = run(cfg)
     metric = cfg.get("optimized_metric")
     return float(report["pooled"][metric]) if metric else None
 

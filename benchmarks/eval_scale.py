@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -67,6 +68,32 @@ def retest(run_dir: Path, scales: list[float]) -> dict[str, Any]:
     return results
 
 
+RESULTS = ROOT / "benchmarks" / "results"
+#: a result name: a plain file name (no folder, no ``..``)
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def check_args(run_dir: Path, scales: list[float], name: str, overwrite: bool) -> None:
+    """Refuse, before anything runs or is written: a ``--name`` that is not a plain file name (it would write
+    outside ``benchmarks/results/``) or names an existing result (unless ``--overwrite``), a scale <= 0, and a
+    run that is not a clustering run (only its models classify whole images into clusters)."""
+    if not NAME.fullmatch(name) or ".." in name:
+        raise SystemExit(f"--name {name!r}: give a plain file name (letters, digits, '.', '_', '-'); the result "
+                         f"goes to {RESULTS}/<name>.json")
+    if (RESULTS / f"{name}.json").exists() and not overwrite:
+        raise SystemExit(f"{RESULTS / (name + '.json')} exists: choose another --name, or pass --overwrite")
+    bad = [s for s in scales if not s > 0]
+    if bad:
+        raise SystemExit(f"--scales {bad}: every eval_scale factor must be > 0")
+    config = run_dir / "config_resolved.yaml"
+    if not config.is_file():
+        raise SystemExit(f"{run_dir}: no config_resolved.yaml; give a train.py run folder")
+    target = str(OmegaConf.load(config).model.get("_target_", ""))
+    if "cluster" not in target.lower():
+        raise SystemExit(f"{run_dir} is a run of {target or 'an unknown model'}: eval_scale re-tests clustering "
+                         "runs only (ACC/NMI of the head's clusters)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("run_dir", type=Path, help="a train.py run folder (config_resolved.yaml, fold<k>/)")
@@ -75,7 +102,9 @@ def main() -> None:
     parser.add_argument("--selection", default="test", choices=("test", "validation", "label_free", "fixed"),
                         help="test: comparing scales on the test folds is choosing on them")
     parser.add_argument("--allow-dirty", action="store_true", help="run even with uncommitted changes")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing result of that --name")
     args = parser.parse_args()
+    check_args(args.run_dir.resolve(), args.scales, args.name, args.overwrite)
     commit = require_clean_tree("benchmarks/eval_scale.py", args.allow_dirty, ROOT)
     start = time.perf_counter()
     run_dir = args.run_dir.resolve()
@@ -86,7 +115,7 @@ def main() -> None:
                "acc": {scale: r["pooled"]["acc"] for scale, r in scales.items()},
                "nmi": {scale: r["pooled"]["nmi"] for scale, r in scales.items()},
                "fold_acc": {scale: [f["acc"] for f in r["folds"]] for scale, r in scales.items()}}
-    write_result(ROOT / "benchmarks" / "results", args.name,
+    write_result(RESULTS, args.name,
                  "python benchmarks/eval_scale.py " + " ".join(sys.argv[1:]), commit, time.perf_counter() - start,
                  metrics, method="cluster", selection=args.selection)
 

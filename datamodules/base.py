@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler
 
 from datamodules.archive import download, extract_once
+from datamodules.checks import check_data_args, check_root
 from datamodules.errors import DatasetError
 from datamodules.resumable import ResumableDataLoader
 from datamodules.samples import DecodedCache, Sample
@@ -123,6 +124,7 @@ class DefectDataModule(L.LightningDataModule):
         val_fraction: float = 0.0,
     ) -> None:
         super().__init__()
+        check_data_args(root, archive, url, sha256, num_folds, num_defective, image_size, self.download_hint)
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
         self.val_fraction = val_fraction
@@ -177,6 +179,7 @@ class DefectDataModule(L.LightningDataModule):
     # -- getting data onto disk -----------------------------------------------------------------
     def prepare_data(self) -> None:
         """Make ``root`` exist: extract ``archive`` into it (downloading it first from ``url``)."""
+        check_root(self.root, self.archive, self.url, self.download_hint)
         if self.root.exists() and not (self.archive is not None and not any(self.root.iterdir())):
             return
         if self.archive is not None:

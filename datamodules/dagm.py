@@ -58,6 +58,8 @@ def read_dagm_labels(labels_txt: str | Path) -> list[tuple[int, int, str, str]]:
             raise DatasetError(f"{where}: expected an integer index and a defective flag 0 or 1, "
                                f"got {fields[0]!r} and {fields[1]!r}")
         rows.append((number, int(fields[1]), fields[2], fields[4]))
+    if not rows:
+        raise DatasetError(f"DAGM label file {labels_txt} lists no image (empty, or a header line only)")
     return rows
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from datamodules.base import DefectDataModule
+from datamodules.checks import warn_orphan_masks
 from datamodules.errors import DatasetError
 from datamodules.samples import IMAGE_SUFFIXES, Sample
 
@@ -97,6 +98,7 @@ def list_folder_samples(root: str | Path, defect_free_class: str | None = "good"
             name = f"{folder.name}/{image.name}"
             mask = find_mask(masks, folder.name, image.stem) if masks is not None else None
             samples.append(Sample(name=name, image=image, label=label, group=name, mask=mask, target=target))
+    warn_orphan_masks(masks, {(s.name.split("/")[0], Path(s.image).stem) for s in samples})
     return samples
 
 

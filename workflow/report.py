@@ -44,6 +44,8 @@ def write_report(out_dir: str | Path, folds: Sequence[Mapping], pooled: Mapping,
         writer = csv.DictWriter(handle, fieldnames=keys)
         writer.writeheader()
         writer.writerows(rows)
-    table = markdown_table(rows, ["fold", *columns])
+    # one fold: its row is the pooled row; show it once (labelled both), not the same numbers twice
+    shown = rows if len(folds) != 1 else [{**rows[0], **rows[-1], "fold": f"{folds[0]['fold']} (= pooled)"}]
+    table = markdown_table(shown, ["fold", *columns])
     (out_dir / "metrics.md").write_text(table + "\n")
     return table

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import yaml
 
+from workflow.outcome import job_outcome
 from workflow.report import fmt
 
 log = logging.getLogger(__name__)
@@ -123,7 +124,7 @@ def load_jobs(sweep_dir: str | Path) -> list[SweepJob]:
     for directory in directories:
         job = load_job(directory)
         if job is None:
-            log.warning("sweep summary: %s has no metrics.json; left out", directory)
+            log.warning("sweep summary: %s has no metrics.json (%s); left out", directory, job_outcome(directory))
         else:
             jobs.append(job)
     return jobs
