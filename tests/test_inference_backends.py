@@ -71,3 +71,26 @@ def test_bf16_backend_stays_within_its_tolerance_of_float32() -> None:
     assert (heat - heat_ref).abs().max() <= BF16_HEATMAP_ATOL
     assert (logit - logit_ref).abs().max() <= BF16_LOGIT_ATOL
     assert not torch.equal(heat, heat_ref)  # it did run in bf16
+
+
+def test_predict_py_gives_the_same_rows_on_every_exact_backend(tmp_path: Path) -> None:
+    """predict.py backend=torch|torchscript|onnx on one trained checkpoint: the same probabilities per image."""
+    import predict
+    from tests.inference_helpers import weak_checkpoint
+    from tests.test_predict import predict_cfg, read_csv, write_mixed_images
+
+    ckpt = weak_checkpoint(tmp_path / "run")
+    folder = tmp_path / "images"
+    folder.mkdir()
+    write_mixed_images(folder)
+    probabilities = {}
+    for backend in ("torch", "torchscript", "onnx"):
+        out = tmp_path / backend
+        predict.run(predict_cfg(ckpt, folder, out, overlays=False, backend=backend))
+        rows = read_csv(out / "predictions.csv")
+        probabilities[backend] = {r["name"]: float(r["probability"]) for r in rows}
+    assert len(probabilities["torch"]) >= 3
+    for backend in ("torchscript", "onnx"):
+        assert probabilities[backend].keys() == probabilities["torch"].keys()
+        for name, p in probabilities["torch"].items():
+            assert abs(probabilities[backend][name] - p) < 1e-5, (backend, name)

@@ -73,17 +73,19 @@ def onnx_session_runner(path: str | Path, input_name: str = "image", threads: in
 
 
 def export_net(net: nn.Module, fmt: str, example: torch.Tensor, path: Path) -> Path:
-    """Write the weak ``net`` (as :class:`WeakInference`) in ``fmt`` to ``path``; dynamic batch and sides where the
-    example is at least the network's smallest dynamic side (see :func:`min_dynamic_side`)."""
+    """Write the weak ``net`` (as :class:`WeakInference`) in ``fmt`` to ``path``, with dynamic batch and sides: the
+    example's sides are raised to the network's smallest dynamic side (:func:`min_dynamic_side`, 64 for the paper's
+    net), so the file takes every size from there on (ONNX; TorchScript takes any size)."""
     min_side = min_dynamic_side(net)
-    spec = ExportSpec("image", OUTPUT_NAMES, min_side if min(example.shape[-2:]) >= min_side else None)
-    EXPORTERS[fmt](WeakInference(net).eval(), example, path, spec)
+    height, width = (max(side, min_side) for side in example.shape[-2:])
+    example = torch.rand(1, example.shape[1], height, width)
+    EXPORTERS[fmt](WeakInference(net).eval(), example, path, ExportSpec("image", OUTPUT_NAMES, min_side))
     return path
 
 
 def with_backend(module: L.LightningModule, backend: str, example: torch.Tensor, work_dir: Path) -> L.LightningModule:
-    """``module`` with its network running on ``backend``; ``example`` (N, C, H, W) fixes the export's example
-    shape (ONNX: the shape itself when below the dynamic minimum), ``work_dir`` holds the exported file."""
+    """``module`` (changed in place) with its network running on ``backend``; ``example`` (N, C, H, W) is the
+    export's example input (see :func:`export_net`), ``work_dir`` holds the exported file."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
     if backend == "torch":
