@@ -3,9 +3,10 @@
 * ``torch``: the checkpoint's network in PyTorch, float32 (the reference).
 * ``torch_bf16``: the same network in channels-last memory format under ``torch.autocast("cpu", torch.bfloat16)``
   (the output layers stay float32, :func:`lightning_modules.weak.networks.in_float32`). Only on a CPU that runs
-  bf16 natively (AVX512-BF16 / AMX, :func:`workflow.precision.native_bf16`): there it was 2.4x faster than float32 at
-  1408x512 (``benchmarks/results/cpu_speed.json``); emulated bf16 is many times slower. Reduced precision: its
-  outputs differ from float32 by up to the tolerances in ``tests/test_inference_backends.py``.
+  bf16 natively (AVX512-BF16 / AMX, :func:`workflow.precision.native_bf16`): there it ran 2.9x faster than eager
+  float32 at 1408x512 (``benchmarks/results/cpu_speed.json``, a loaded machine; 2.4x at an idle moment, see
+  docs/cpu.md); emulated bf16 is many times slower. Reduced precision: its outputs differ from float32 by up to the
+  tolerances in ``tests/test_inference_backends.py``.
 * ``torchscript`` and ``onnx``: the network exported by :mod:`lightning_modules.exporters` (the code ``export.py``
   uses) into a scratch folder, then run from the file (``torch.jit.load``; ONNX Runtime on the CPU with all graph
   optimisations and one intra-op thread per core). Same outputs as ``torch`` to float rounding.
