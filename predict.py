@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 from datamodules.image_files import list_images
 from lightning_modules.from_checkpoint import TrainedModel, load_trained_model
 from workflow.failure import reported_failures
+from workflow.inference_backends import with_backend
 from workflow.prediction import model_kind, predict_files, write_rows
 from workflow.screening import screen_images
 
@@ -64,15 +65,19 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
     threshold, threshold_source = resolve_threshold(cfg.get("threshold"), model)
     root, files = list_images(cfg.input)
     files, skipped = screen_images(files, root, cfg.get("on_error", "abort"))
-    rows = predict_files(model.module, files, root, model.color_mode, size,
+    backend = str(cfg.get("backend", "torch"))
+    example = torch.rand(1, model.in_channels, *(size or model.image_size or (256, 256)))
+    color_mode = model.color_mode  # read from the network before a backend replaces it
+    module = with_backend(model.module, backend, example, out_dir / "backend")
+    rows = predict_files(module, files, root, color_mode, size,
                          out_dir=out_dir if cfg.get("overlays", True) else None, batch_size=int(cfg.batch_size),
                          threshold=threshold, device=resolve_device(cfg.device))
     write_rows(out_dir / "predictions.csv", rows)
     info = {"checkpoint": str(model.checkpoint), "config_source": model.config_source, "model": kind.name,
-            "color_mode": model.color_mode, "trained_image_size": model.image_size,
+            "color_mode": color_mode, "trained_image_size": model.image_size,
             "input_size": list(size) if size else "native", "threshold": threshold,
             "threshold_source": threshold_source, "input": str(cfg.input), "n_images": len(rows),
-            "skipped": skipped}
+            "skipped": skipped, "backend": backend}
     (out_dir / "predict_info.json").write_text(json.dumps(info, indent=2))
     log.info("%d images (%s model, input %s): %s", len(rows), kind.name, info["input_size"],
              out_dir / "predictions.csv")

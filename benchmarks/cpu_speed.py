@@ -1,0 +1,230 @@
+"""Where the CPU time goes: FLOPs, achieved GFLOP/s against a matmul peak, inference per backend, training steps.
+
+    nice -n 5 python benchmarks/cpu_speed.py
+
+On the machine at hand (threads = cores, PyTorch's default), random weights and pixels (timing needs no data):
+
+- ``peak_gflops``: a 4096^3 float32 matmul (best of 3); ``peak_gflops_bf16`` the same in bf16;
+- inference of the paper-size weak net (1408x512, eval mode): FLOPs with direct convolutions
+  (``torch.utils.flop_counter``), seconds per image at batch 1 and 2 for eager float32, channels-last float32,
+  bf16 autocast channels-last (``torch_bf16``, CPUs with native bf16 only), TorchScript, ONNX Runtime (graph
+  optimisation ``all``/``basic``, intra-op threads = cores and 1); bf16's largest differences from float32;
+- the weak CPU preset's training step (``experiment=weak_kolektor_cpu``: a pair at ``data.image_size``, every part
+  trained, as stage 3) in float32: eager, channels-last, one thread; ``--compile`` adds ``torch.compile``;
+- the clustering CPU preset's training step (eager float32), from ``benchmarks/cpu_precision.py``'s workload.
+
+``metrics.inference_s_1408x512`` is the fastest backend at batch 1 whose outputs are tested against the direct
+float32 network (``tests/test_inference_backends.py``); ``inference_s_1408x512_float32`` the fastest float32 one.
+Writes ``benchmarks/results/cpu_speed.json`` (``--name``); the load average before and after is recorded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from lightning_modules.weak.losses import weak_loss  # noqa: E402
+from lightning_modules.weak.networks import WeakDefectNet  # noqa: E402
+from workflow.inference_backends import Bf16Net, export_net, onnx_session_runner  # noqa: E402
+from workflow.precision import native_bf16  # noqa: E402
+from workflow.run_info import require_clean_tree, write_result  # noqa: E402
+
+PAPER_SIZE = (1408, 512)
+
+
+def timed(step: Callable[[], object], repeats: int) -> float:
+    """Median seconds of ``repeats`` calls after one warm-up call."""
+    step()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def peak_gflops(dtype: torch.dtype, n: int = 4096) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    return 2 * n**3 / min(timed(lambda: a @ b, 1) for _ in range(3)) / 1e9
+
+
+def gflop(step: Callable[[], object]) -> float:
+    counter = FlopCounterMode(display=False)
+    with counter:
+        step()
+    return counter.get_total_flops() / 1e9
+
+
+def cpu_flags() -> list[str]:
+    """The CPU's vector-instruction flags (Linux ``/proc/cpuinfo``)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return sorted(f for f in flags if f.startswith(("avx", "amx", "fma", "sse4")))
+
+
+def inference_runners(net: WeakDefectNet, example: torch.Tensor, work: Path) -> dict[str, Callable]:
+    """Per backend: ``images -> outputs`` (all from the same weights)."""
+    runners: dict[str, Callable] = {"eager": net}
+    channels_last = WeakDefectNet().eval()
+    channels_last.load_state_dict(net.state_dict())
+    channels_last = channels_last.to(memory_format=torch.channels_last)
+    runners["channels_last"] = lambda x: channels_last(x.contiguous(memory_format=torch.channels_last))
+    if native_bf16():
+        bf16 = WeakDefectNet().eval()
+        bf16.load_state_dict(net.state_dict())
+        runners["torch_bf16"] = Bf16Net(bf16)
+    script = torch.jit.load(str(export_net(net, "torchscript", example, work / "model.pt")))
+    runners["torchscript"] = script
+    onnx_path = export_net(net, "onnx", example, work / "model.onnx")
+    for level in ("all", "basic"):
+        runners[f"onnx_{level}"] = onnx_session_runner(onnx_path, level=level)
+    runners["onnx_all_1thread"] = onnx_session_runner(onnx_path, threads=1)
+    return runners
+
+
+def inference(repeats: int) -> dict:
+    torch.manual_seed(0)
+    net = WeakDefectNet().eval()
+    images = {b: torch.rand(b, 1, *PAPER_SIZE) for b in (1, 2)}
+    result: dict = {"gflop_per_image_direct": gflop(lambda: net(images[1]))}
+    with torch.no_grad(), tempfile.TemporaryDirectory() as work:
+        runners = inference_runners(net, images[1], Path(work))
+        per_image: dict[str, dict[str, float]] = {}
+        for name, run in runners.items():
+            batches = (1, 2) if name in ("eager", "torch_bf16", "onnx_all") else (1,)
+            per_image[name] = {f"batch{b}": timed(lambda: run(images[b]), repeats) / b for b in batches}  # noqa: B023
+            print(f"inference {name}: {per_image[name]}", flush=True)
+        if "torch_bf16" in runners:
+            ref, low = net(images[1]), runners["torch_bf16"](images[1])
+            result["bf16_max_abs_diff"] = {"heatmap": float((ref[0] - low[0]).abs().max()),
+                                           "logit": float((ref[1] - low[1]).abs().max())}
+    result["seconds_per_image"] = per_image
+    return result
+
+
+def weak_train_step(net: WeakDefectNet, pair: torch.Tensor) -> Callable[[], float]:
+    """One step as stage 3: weak loss + BCE, every part trained, SGD (the presets' optimizer kind)."""
+    optimizer = torch.optim.SGD(net.parameters(), lr=1e-3)
+    labels = torch.tensor([1.0, 0.0])
+
+    def step() -> float:
+        heatmap, logits = net(pair)
+        loss = weak_loss(heatmap, labels, 8.0) + F.binary_cross_entropy_with_logits(logits, labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        return loss.detach()
+
+    return step
+
+
+def training(repeats: int, compile_too: bool) -> dict:
+    """The weak CPU preset's float32 step per variant, from the same initial weights; its first loss per variant."""
+    from benchmarks.cpu_precision import preset
+
+    cfg = preset("weak_kolektor_cpu")
+    torch.manual_seed(0)
+    initial = WeakDefectNet(lnet_kernel=int(cfg.model.net.lnet_kernel)).state_dict()
+    pair = torch.rand(2, 1, *cfg.data.image_size)
+    variants: dict[str, tuple[Callable[[WeakDefectNet], Callable], torch.Tensor, int]] = {
+        "eager": (lambda n: n, pair, 0),
+        "channels_last": (lambda n: n.to(memory_format=torch.channels_last),
+                          pair.contiguous(memory_format=torch.channels_last), 0),
+        "one_thread": (lambda n: n, pair, 1),
+    }
+    if compile_too:
+        variants["compile"] = (torch.compile, pair, 0)
+    threads = torch.get_num_threads()
+    result: dict = {"image_size": list(cfg.data.image_size), "seconds": {}, "first_loss": {}}
+    for name, (wrap, x, n_threads) in variants.items():
+        torch.set_num_threads(n_threads or threads)
+        net = WeakDefectNet(lnet_kernel=int(cfg.model.net.lnet_kernel))
+        net.load_state_dict(initial)
+        step = weak_train_step(wrap(net), x)
+        start = time.perf_counter()
+        result["first_loss"][name] = float(step())  # for compile: includes the compilation
+        result.setdefault("first_step_s", {})[name] = time.perf_counter() - start
+        result["seconds"][name] = timed(step, repeats)
+        print(f"train {name}: {result['seconds'][name]:.2f} s", flush=True)
+    torch.set_num_threads(threads)
+    net = WeakDefectNet(lnet_kernel=int(cfg.model.net.lnet_kernel))
+    result["gflop_per_step"] = gflop(weak_train_step(net, pair))
+    return result
+
+
+def cluster_training(repeats: int) -> dict:
+    from benchmarks.cpu_precision import cluster_workloads
+
+    torch.manual_seed(0)
+    step = cluster_workloads("32-true")["cluster_train_step"]
+    return {"gflop_per_step": gflop(step), "seconds_eager": timed(step, repeats)}
+
+
+def summary(peak: float, infer: dict, train: dict, cluster: dict) -> dict:
+    """The headline figures and the bars' ratios."""
+    per_image = {k: v["batch1"] for k, v in infer["seconds_per_image"].items()}
+    exact = {k: v for k, v in per_image.items() if k != "torch_bf16"}
+    best_exact = min(exact, key=exact.get)
+    best = min(per_image, key=per_image.get)
+    direct = infer["gflop_per_image_direct"]
+    eager_step = train["seconds"]["eager"]
+    # variants at threads = cores: fewer threads only wins where other jobs oversubscribe the cores (recorded apart)
+    same_threads = {k: v for k, v in train["seconds"].items() if k != "one_thread"}
+    fastest_step = min(same_threads, key=same_threads.get)
+    return {
+        "inference_s_1408x512": per_image[best], "inference_backend": best,
+        "inference_s_1408x512_float32": exact[best_exact], "inference_backend_float32": best_exact,
+        "inference_ratio_to_direct_at_peak": per_image[best] * peak / direct,
+        "inference_ratio_to_direct_at_peak_float32": exact[best_exact] * peak / direct,
+        "achieved_gflops": {k: direct / v for k, v in per_image.items()},
+        "train_step_s_eager": eager_step, "train_fastest_variant": fastest_step,
+        "train_speedup_vs_eager": eager_step / train["seconds"][fastest_step],
+        "train_one_thread_vs_eager": eager_step / train["seconds"]["one_thread"],
+        "train_achieved_gflops_eager": train["gflop_per_step"] / eager_step,
+        "cluster_train_achieved_gflops_eager": cluster["gflop_per_step"] / cluster["seconds_eager"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile (inductor) on the step")
+    parser.add_argument("--name", default="cpu_speed")
+    parser.add_argument("--allow-dirty", action="store_true", help="run even with uncommitted changes")
+    args = parser.parse_args()
+    commit = require_clean_tree("benchmarks/cpu_speed.py", args.allow_dirty, ROOT)
+    start, load_before = time.perf_counter(), os.getloadavg()
+    peak = peak_gflops(torch.float32)
+    metrics: dict = {"peak_gflops": peak, "peak_gflops_bf16": peak_gflops(torch.bfloat16),
+                     "threads": torch.get_num_threads(), "native_bf16": native_bf16(), "cpu_flags": cpu_flags()}
+    infer, train, cluster = inference(args.repeats), training(args.repeats, args.compile), cluster_training(1)
+    metrics.update(gflop_per_image_direct=infer["gflop_per_image_direct"])
+    metrics.update(summary(peak, infer, train, cluster))
+    metrics.update(inference=infer, weak_train=train, cluster_train=cluster,
+                   load_average_before=list(load_before), load_average_after=list(os.getloadavg()),
+                   not_measured=["data loader share (workers 0/1/2)", "Lightning loop against a plain loop"])
+    device_flags = ", ".join(f for f in metrics["cpu_flags"] if f.startswith(("avx512f", "avx512_bf16", "amx")))
+    write_result(ROOT / "benchmarks" / "results", args.name, "python benchmarks/cpu_speed.py " + " ".join(
+        sys.argv[1:]), commit, time.perf_counter() - start, metrics, selection="fixed", method="weak",
+        vector_instructions=device_flags or "avx2 or less")
+    print({k: v for k, v in metrics.items() if not isinstance(v, dict | list)})
+
+
+if __name__ == "__main__":
+    main()

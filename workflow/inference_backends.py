@@ -1,0 +1,109 @@
+"""Where the weak network runs at prediction time: ``predict.py backend=torch|torch_bf16|torchscript|onnx``.
+
+* ``torch``: the checkpoint's network in PyTorch, float32 (the reference).
+* ``torch_bf16``: the same network in channels-last memory format under ``torch.autocast("cpu", torch.bfloat16)``
+  (the output layers stay float32, :func:`lightning_modules.weak.networks.in_float32`). Only on a CPU that runs
+  bf16 natively (AVX512-BF16 / AMX, :func:`workflow.precision.native_bf16`): there it ran 2.9x faster than eager
+  float32 at 1408x512 (``benchmarks/results/cpu_speed.json``, a loaded machine; 2.4x at an idle moment, see
+  docs/cpu.md); emulated bf16 is many times slower. Reduced precision: its outputs differ from float32 by up to the
+  tolerances in ``tests/test_inference_backends.py``.
+* ``torchscript`` and ``onnx``: the network exported by :mod:`lightning_modules.exporters` (the code ``export.py``
+  uses) into a scratch folder, then run from the file (``torch.jit.load``; ONNX Runtime on the CPU with all graph
+  optimisations and one intra-op thread per core). Same outputs as ``torch`` to float rounding.
+
+Each backend replaces the module's ``net`` by a module with the same call (image -> heat map, logits), so the
+prediction code (:mod:`workflow.prediction`) is the same for all of them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch import nn
+
+from lightning_modules.exporters import EXPORTERS, ExportSpec, Runner, torchscript_runner
+from lightning_modules.weak.export import OUTPUT_NAMES, WeakInference, min_dynamic_side
+from workflow.precision import native_bf16
+
+BACKENDS = ("torch", "torch_bf16", "torchscript", "onnx")
+
+
+class Bf16Net(nn.Module):
+    """The network in channels-last format under CPU bf16 autocast; returns float32 outputs."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net.to(memory_format=torch.channels_last)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16):
+            heatmap, logits = self.net(x.contiguous(memory_format=torch.channels_last))
+        return heatmap.float(), logits.float()
+
+
+class ExportedNet(nn.Module):
+    """An exported file's runner (image -> heat map, probability, logit as numpy) with the network's call."""
+
+    def __init__(self, runner: Runner) -> None:
+        super().__init__()
+        self.runner = runner
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        heatmap, _, logits = self.runner(x.float().cpu())
+        return torch.from_numpy(np.asarray(heatmap)), torch.from_numpy(np.asarray(logits))
+
+
+def onnx_session_runner(path: str | Path, input_name: str = "image", threads: int | None = None,
+                        level: str = "all") -> Runner:
+    """ONNX Runtime on the CPU: ``threads`` intra-op threads (default: the cores PyTorch uses), graph
+    optimisation ``level`` (``disable``, ``basic``, ``extended``, ``all``)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[level]
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return lambda x: session.run(None, {input_name: x.detach().cpu().numpy()})
+
+
+def export_net(net: nn.Module, fmt: str, example: torch.Tensor, path: Path) -> Path:
+    """Write the weak ``net`` (as :class:`WeakInference`) in ``fmt`` to ``path``, with dynamic batch and sides: the
+    example's sides are raised to the network's smallest dynamic side (:func:`min_dynamic_side`, 64 for the paper's
+    net), so the file takes every size from there on (ONNX; TorchScript takes any size)."""
+    min_side = min_dynamic_side(net)
+    height, width = (max(side, min_side) for side in example.shape[-2:])
+    example = torch.rand(1, example.shape[1], height, width)
+    EXPORTERS[fmt](WeakInference(net).eval(), example, path, ExportSpec("image", OUTPUT_NAMES, min_side))
+    return path
+
+
+def with_backend(module: L.LightningModule, backend: str, example: torch.Tensor, work_dir: Path) -> L.LightningModule:
+    """``module`` (changed in place) with its network running on ``backend``; ``example`` (N, C, H, W) is the
+    export's example input (see :func:`export_net`), ``work_dir`` holds the exported file."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
+    if backend == "torch":
+        return module
+    if not hasattr(module, "net") or not hasattr(module.net, "lnet"):
+        raise ValueError(f"backend={backend} is defined for the weak model only; use backend=torch")
+    net = module.net.cpu().eval()
+    if backend == "torch_bf16":
+        if not native_bf16():
+            raise ValueError("backend=torch_bf16 needs a CPU with native bf16 (AVX512-BF16/AMX); use backend=onnx")
+        module.net = Bf16Net(net)
+        return module
+    work_dir.mkdir(parents=True, exist_ok=True)
+    path = export_net(net, backend, example, work_dir / ("model.onnx" if backend == "onnx" else "model.pt"))
+    if backend == "onnx":
+        module.net = ExportedNet(onnx_session_runner(path))
+    else:
+        module.net = ExportedNet(torchscript_runner(path))
+    return module
+
