@@ -8,13 +8,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from lightning_modules.method import method_class  # noqa: E402
 from workflow.report import fmt  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-KEYS = {
-    "weak": ["ap", "false_calls", "false_calls_fixed", "fp_at_full_recall", "ap_raw", "fp_at_full_recall_raw"],
-    "cluster": ["acc", "nmi", "mdr", "fdr", "eacc"],
-}
 
 
 def flatten(metrics: dict, prefix: str = "") -> dict[str, float]:
@@ -33,9 +30,8 @@ def main() -> None:
     for path in sorted(RESULTS.glob("*.json")):
         r = json.loads(path.read_text())
         metrics = r["metrics"]
-        if "pooled" in metrics:
-            kind = "weak" if "ap" in metrics["pooled"] else "cluster"
-            keys = [k for k in KEYS[kind] if k in metrics["pooled"]]
+        if "pooled" in metrics and r.get("method"):  # a train.py run: its method's metrics, headline first
+            keys = [k for k in method_class(r["method"]).metric_names if k in metrics["pooled"]]
             pooled = ", ".join(f"{k} {fmt(metrics['pooled'][k])}" for k in keys)
             folds = "; ".join(f"{k} " + "/".join(fmt(f[k]) for f in metrics["folds"]) for k in keys[:2])
         else:

@@ -30,7 +30,6 @@ from lightning_modules.cluster import ClusteringModule, backbone_from_config, cr
 from metrics.clustering import clustering_summary
 from tests.conftest import PROJECT_ROOT
 from tests.helpers import compose_cfg, load_benchmark
-from workflow.prediction import cluster_outputs
 
 
 @pytest.fixture(scope="module")
@@ -236,7 +235,7 @@ def test_whole_images_are_classified_at_eval_scale_in_testing_and_prediction() -
         model.on_test_epoch_start()
         model.test_step({"image": images, "target": torch.tensor([0, 1, 2, 0]), "index": torch.arange(4)}, 0, 1)
         assert sizes[-1] == (32, 24)
-        probability = cluster_outputs(model, images)["probability"]
+        probability = model.predict_images(images)["probability"]
         assert torch.allclose(probability, logits.softmax(1).max(1).values) and sizes[-1] == (32, 24)
         model.hparams.eval_scale = 1.0
         assert torch.equal(model.classify(images), model(images)) and sizes[-1] == (64, 48)
