@@ -210,7 +210,7 @@ def test_cluster_experiment_end_to_end(neu_root: Path, tmp_path: Path) -> None:
     report = json.loads((run_dir / "metrics.json").read_text())
     assert [f["fold"] for f in report["folds"]] == [0, 1, 2]
     assert {"acc", "nmi", "confusion"} <= set(report["pooled"])
-    assert report["pooled"]["n_images"] == 36
+    assert report["pooled"]["n_images"] == 36 and report["method"] == "cluster"
     assert (run_dir / "fold0" / "predictions.csv").read_text().startswith("name,target,cluster")
     # benchmarks/eval_scale.py re-tests the saved fold models: at the preset's eval_scale it gives the run's figures
     retest = load_benchmark("eval_scale").retest
