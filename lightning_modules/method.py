@@ -88,8 +88,8 @@ class DefectMethod(L.LightningModule, ABC):
         reads back: OmegaConf containers become plain ones. Arguments given as objects (a built network, a
         partial optimizer) rather than configs are left out: ``load_from_checkpoint`` then needs them passed."""
         frame = inspect.currentframe().f_back  # type: ignore[union-attr]
-        names = list(inspect.signature(type(self).__init__).parameters)[1:]
-        objects = [n for n in names if n in frame.f_locals and not is_plain(frame.f_locals[n])]
+        arguments = inspect.getargvalues(frame)  # type: ignore[arg-type]
+        objects = [n for n in arguments.args[1:] if not is_plain(arguments.locals[n])]
         self.save_hyperparameters(ignore=objects, frame=frame)
         for key, value in list(self._hparams.items()):
             if isinstance(value, DictConfig | ListConfig):
