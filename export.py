@@ -1,8 +1,9 @@
-"""Export a trained weak model: ``python export.py ckpt_path=<checkpoint> format=[onnx,torchscript]``.
+"""Export a trained model: ``python export.py ckpt_path=<checkpoint> format=[onnx,torchscript]``.
 
-The model is rebuilt from its checkpoint (:mod:`lightning_modules.from_checkpoint`) and wrapped as
-:class:`~lightning_modules.weak.export.WeakInference`: one input ``image`` (N, C, H, W) = pixels / 255 in
-the trained color mode, resized as in training; outputs ``heatmap``, ``probability`` and ``logit``. Each
+The model is rebuilt by its method's ``load_from_checkpoint`` (:mod:`lightning_modules.checkpoints`), and the
+method says what is exported (:meth:`~lightning_modules.method.DefectMethod.export_target`; the weak method
+exports :class:`~lightning_modules.weak.export.WeakInference`: one input ``image`` (N, C, H, W) = pixels / 255
+in the trained color mode, resized as in training; outputs ``heatmap``, ``probability`` and ``logit``). Each
 exported file is run (onnxruntime, ``torch.jit.load``) and compared with PyTorch on the example input and,
 with dynamic axes, on a batch of 2 at another size; the differences go to ``export_info.json``, and an
 export that differs by more than ``atol`` fails.
@@ -12,21 +13,24 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import hydra
-import lightning as L
 import torch
 from omegaconf import DictConfig
-from torch import nn
 
-from lightning_modules.exporters import EXPORTERS, SUFFIXES, ExportSpec, compare_outputs, reference_outputs
-from lightning_modules.from_checkpoint import TrainedModel, load_trained_model
-from lightning_modules.weak import WeakDetectionModule
-from lightning_modules.weak.export import OUTPUT_NAMES, WeakInference, min_dynamic_side
+from lightning_modules.checkpoints import TrainedModel, load_trained_model
+from lightning_modules.exporters import (
+    EXPORTERS,
+    SUFFIXES,
+    ExportSpec,
+    ExportTarget,
+    compare_outputs,
+    reference_outputs,
+)
+from lightning_modules.method import exportable_methods
 from workflow.failure import reported_failures
 
 log = logging.getLogger(__name__)
@@ -41,30 +45,12 @@ class ExportMismatch(RuntimeError):
     """An exported file gives outputs further from PyTorch's than the tolerance."""
 
 
-@dataclass(frozen=True)
-class Exportable:
-    """What is exported of a model: the inference module, its output names, its smallest dynamic side."""
-
-    module: nn.Module
-    output_names: tuple[str, ...]
-    min_side: int
-
-
-def weak_exportable(module: L.LightningModule) -> Exportable:
-    return Exportable(WeakInference(module.net).eval(), OUTPUT_NAMES, min_dynamic_side(module.net))
-
-
-#: the model kinds that can be exported
-EXPORTABLES: dict[type[L.LightningModule], Callable[[L.LightningModule], Exportable]] = {
-    WeakDetectionModule: weak_exportable,
-}
-
-
-def exportable(module: L.LightningModule) -> Exportable:
-    for cls, make in EXPORTABLES.items():
-        if isinstance(module, cls):
-            return make(module)
-    raise TypeError(f"export is defined for {[c.__name__ for c in EXPORTABLES]}, not {type(module).__name__}")
+def export_target(model: TrainedModel) -> ExportTarget:
+    """The method's export target; a method that does not export is an error naming the exportable ones."""
+    if not model.module.exportable:
+        raise TypeError(f"{model.checkpoint} holds a {model.module.name!r} model, which does not export; "
+                        f"exportable methods: {exportable_methods()}")
+    return model.module.export_target()
 
 
 def formats_of(option: str | Sequence[str]) -> list[str]:
@@ -86,8 +72,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """Export ``cfg.ckpt_path`` in every format of ``cfg.format``; check each file; return the export info."""
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model = load_trained_model(cfg.ckpt_path, cfg.get("config_path"))
-    target = exportable(model.module)
+    model = load_trained_model(cfg.ckpt_path)
+    target = export_target(model)
     height, width = example_size(cfg.get("image_size"), model)
     dynamic = bool(cfg.dynamic)
     if dynamic and min(height, width) < target.min_side:
@@ -102,7 +88,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if dynamic:
         inputs.append(torch.rand(2, channels, height + EXTRA_CHECK[0], width + EXTRA_CHECK[1], generator=generator))
     info: dict[str, Any] = {
-        "checkpoint": str(model.checkpoint), "config_source": model.config_source,
+        "checkpoint": str(model.checkpoint), "method": model.module.name,
         "input": {"name": spec.input_name, "shape": ["batch" if dynamic else example.shape[0], channels,
                                                      "height" if dynamic else height, "width" if dynamic else width],
                   "dtype": "float32", "color_mode": model.color_mode, "example_size": [height, width],

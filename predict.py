@@ -1,9 +1,10 @@
 """Predict with a trained model: ``python predict.py ckpt_path=<checkpoint> input=<image or folder>``.
 
-The model is rebuilt from its checkpoint (:mod:`lightning_modules.from_checkpoint`); images are decoded as in
-training (:mod:`datamodules.image_files`): the trained color mode (grayscale), resized to the training
-``data.image_size`` by default (``resize=native`` keeps each image's size). Outputs (``conf/predict.yaml``):
-``predictions.csv``, heat-map ``overlays/`` for the weak model and ``predict_info.json``.
+The model is rebuilt by its method's ``load_from_checkpoint`` (:mod:`lightning_modules.checkpoints`: a safe load,
+no code in the file runs); images are decoded as in training (:mod:`datamodules.image_files`): the trained color
+mode (grayscale), resized to the training ``data.image_size`` by default (``resize=native`` keeps each image's
+size). Outputs (``conf/predict.yaml``): ``predictions.csv`` (the method's prediction columns), heat-map
+``overlays/`` where the method gives heat maps, and ``predict_info.json``.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ import torch
 from omegaconf import DictConfig
 
 from datamodules.image_files import list_images
-from lightning_modules.from_checkpoint import TrainedModel, load_trained_model
+from lightning_modules.checkpoints import TrainedModel, load_trained_model
 from workflow.failure import reported_failures
 from workflow.inference_backends import with_backend
-from workflow.prediction import model_kind, predict_files, write_rows
+from workflow.prediction import predict_files, write_rows
 from workflow.screening import screen_images
 
 log = logging.getLogger(__name__)
@@ -43,8 +44,8 @@ def input_size(resize: str | Sequence[int], trained: tuple[int, int] | None) -> 
 
 
 def resolve_threshold(option: float | str | None, model: TrainedModel) -> tuple[float | None, str]:
-    """(threshold, where it came from) for the weak model's label column."""
-    if not model_kind(model.module).thresholded or option is None:
+    """(threshold, where it came from) for the label column of a thresholded method (the weak one)."""
+    if not model.module.thresholded or option is None:
         return None, "none"
     if option == "auto":
         threshold = model.fixed_threshold()
@@ -59,8 +60,8 @@ def resolve_device(option: str) -> torch.device:
 def run(cfg: DictConfig) -> list[dict[str, Any]]:
     """Predict every image of ``cfg.input``; write the outputs to ``cfg.output_dir``; return the rows."""
     out_dir = Path(cfg.output_dir)
-    model = load_trained_model(cfg.ckpt_path, cfg.get("config_path"))
-    kind = model_kind(model.module)
+    model = load_trained_model(cfg.ckpt_path)
+    method = model.module.name
     size = input_size(cfg.resize, model.image_size)
     threshold, threshold_source = resolve_threshold(cfg.get("threshold"), model)
     root, files = list_images(cfg.input)
@@ -73,13 +74,13 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
                          out_dir=out_dir if cfg.get("overlays", True) else None, batch_size=int(cfg.batch_size),
                          threshold=threshold, device=resolve_device(cfg.device))
     write_rows(out_dir / "predictions.csv", rows)
-    info = {"checkpoint": str(model.checkpoint), "config_source": model.config_source, "model": kind.name,
+    info = {"checkpoint": str(model.checkpoint), "model": method,
             "color_mode": color_mode, "trained_image_size": model.image_size,
             "input_size": list(size) if size else "native", "threshold": threshold,
             "threshold_source": threshold_source, "input": str(cfg.input), "n_images": len(rows),
             "skipped": skipped, "backend": backend}
     (out_dir / "predict_info.json").write_text(json.dumps(info, indent=2))
-    log.info("%d images (%s model, input %s): %s", len(rows), kind.name, info["input_size"],
+    log.info("%d images (%s model, input %s): %s", len(rows), method, info["input_size"],
              out_dir / "predictions.csv")
     return rows
 

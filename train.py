@@ -12,7 +12,6 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
 
 import hydra
 import lightning as L
@@ -23,6 +22,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from callbacks.config_in_checkpoint import ConfigInCheckpoint
+from lightning_modules.method import DefectMethod, build_method, method_of
 from workflow.class_counts import fill_class_counts
 from workflow.config_tree import print_config_tree
 from workflow.failure import reported_failures
@@ -52,21 +52,19 @@ def build_callbacks(cfg: DictConfig, fold_dir: Path) -> list[L.Callback]:
 
 def build_fold(
     cfg: DictConfig, fold: int, fold_dir: Path, loggers: list[Logger] | None = None
-) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
-    """The datamodule, model and trainer of one fold, all from config; ``loggers`` are the job's."""
+) -> tuple[L.LightningDataModule, DefectMethod, L.Trainer]:
+    """The datamodule, method and trainer of one fold, all from config; ``loggers`` are the job's. The trainer
+    runs the method's step budget (:attr:`DefectMethod.max_steps`)."""
     datamodule = instantiate(cfg.data, fold=fold)
-    model = instantiate(cfg.model, optimizer=instantiate(cfg.optimizer), _convert_="all")
+    model = build_method(cfg.model, cfg.optimizer)
     # <fold dir>/fold_result.pt (see run()); the config in every checkpoint (predict.py rebuilds the model)
     callbacks = [*build_callbacks(cfg, fold_dir), FoldResultWriter(), ConfigInCheckpoint(cfg, fold=fold),
                  *fold_guards(cfg, fold)]
     loggers = list(loggers or [])
     if not loggers:  # nothing to log learning rates to
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    extra: dict[str, Any] = {}
-    if getattr(model, "max_steps", None):
-        extra["max_steps"] = model.max_steps
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
-                          default_root_dir=str(fold_dir), **extra)
+                          default_root_dir=str(fold_dir), max_steps=model.max_steps)
     return datamodule, model, trainer
 
 
@@ -121,9 +119,9 @@ def run(cfg: DictConfig) -> dict:
         # what the run actually used (Hydra's .hydra/config.yaml keeps the ${...}); Hydra's own section left out
         job_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
         (out_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(job_cfg, resolve=True))
+    method = method_of(cfg.model)
     start = time.perf_counter()
     results = []
-    model = None
     loggers = build_loggers(cfg)
     status = "failed"
     try:
@@ -145,8 +143,8 @@ def run(cfg: DictConfig) -> dict:
         status = "success"
     finally:
         finish(loggers, status)
-    pooled = model.pool(results)
-    extra = {"wall_s": time.perf_counter() - start, **info}
+    pooled = method.pool(results)
+    extra = {"method": method.name, "wall_s": time.perf_counter() - start, **info}
     if rank_zero:
         table = write_report(out_dir, results, pooled, list(cfg.report_columns), extra=extra)
         log.info("results (%s):\n%s", out_dir, table)  # on the console (Hydra logs to stdout) and in train.log

@@ -26,7 +26,7 @@ from omegaconf import OmegaConf
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lightning_modules.from_checkpoint import load_trained_model  # noqa: E402
+from lightning_modules.checkpoints import load_trained_model  # noqa: E402
 from workflow.run_info import require_clean_tree, write_result  # noqa: E402
 
 

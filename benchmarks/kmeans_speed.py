@@ -33,7 +33,8 @@ sys.path.insert(0, str(ROOT))
 from clustering.backends import KMEANS_BACKENDS, cluster, preprocess  # noqa: E402
 from datamodules import NEUDataModule  # noqa: E402
 from datamodules.base import DecodedDataset  # noqa: E402
-from lightning_modules.cluster import ClusteringModule, create_backbone  # noqa: E402
+from lightning_modules.checkpoints import load_method  # noqa: E402
+from lightning_modules.cluster import create_backbone  # noqa: E402
 from metrics.clustering import clustering_summary  # noqa: E402
 from workflow.run_info import require_clean_tree, write_result  # noqa: E402
 
@@ -45,7 +46,7 @@ def neu_features(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor, 
     samples = dm.list_samples()
     dataset = DecodedDataset(samples, (args.size, args.size))
     if args.ckpt:
-        model = ClusteringModule.load_from_checkpoint(args.ckpt, optimizer=None)
+        model = load_method(args.ckpt)
         extract, source = model.features, f"trained checkpoint {args.ckpt}"
     else:
         torch.manual_seed(0)

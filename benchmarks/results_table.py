@@ -14,16 +14,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from lightning_modules.method import method_class  # noqa: E402
 from workflow.report import fmt  # noqa: E402
 
 BENCHMARKS = Path(__file__).resolve().parent
 RESULTS = BENCHMARKS / "results"
 PAGE = BENCHMARKS / "RESULTS.md"
-# the metrics shown per method, headline first; a method not listed shows its pooled numbers as they come
-KEYS = {
-    "weak": ["ap", "false_calls", "false_calls_fixed", "fp_at_full_recall", "ap_raw", "fp_at_full_recall_raw"],
-    "cluster": ["acc", "nmi", "mdr", "fdr", "eacc"],
-}
 # the rows the README quotes: one per method and dataset, the current preset's run
 HEADLINE = ("weak_kolektor_cpu", "cluster_neu_cpu", "descriptor_kmeans_neu")
 HEADER = ["| result | method | selection | pooled | per fold | wall | device | commit | date |",
@@ -73,7 +69,7 @@ def figures(method: str | list[str], metrics: dict) -> tuple[str, str]:
     if "pooled" not in metrics:
         return ", ".join(f"{k} {fmt(v)}" for k, v in flatten(metrics).items()), ""
     pooled = metrics["pooled"]
-    names = KEYS.get(method, []) if isinstance(method, str) else []
+    names = list(method_class(method).metric_names) if isinstance(method, str) else []  # the method's, headline first
     keys = [k for k in names if k in pooled] or list(flatten(pooled))[:6]
     cell = ", ".join(f"{k} {fmt(pooled[k])}" for k in keys)
     folds = "; ".join(f"{k} " + "/".join(fmt(f[k]) for f in metrics["folds"] if k in f) for k in keys[:2])

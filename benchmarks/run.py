@@ -3,9 +3,9 @@
     python benchmarks/run.py weak_kolektor_cpu experiment=weak_kolektor_cpu \
         data.archive=../shared/datasets/KolektorSDD.zip --selection fixed
 
-The JSON holds the command, git commit, device, date, wall time and the run's ``metrics.json``
-(``metrics.pooled`` and ``metrics.folds``), copied from the run folder, never typed in. A working tree with
-uncommitted changes is refused (the commit would not say what ran) unless ``--allow-dirty``.
+The JSON holds the command, git commit, device, date, wall time, the method's registry name (``method``) and
+the run's ``metrics.json`` (``metrics.pooled`` and ``metrics.folds``), copied from the run folder, never typed
+in. A working tree with uncommitted changes is refused (the commit would not say what ran) unless ``--allow-dirty``.
 ``--selection`` (required: only the person running it knows) records how the settings were chosen.
 """
 
@@ -24,7 +24,15 @@ ROOT = Path(__file__).resolve().parents[1]
 SELECTIONS = ("test", "validation", "label_free", "fixed")
 sys.path.insert(0, str(ROOT))
 
+from lightning_modules.method import method_of  # noqa: E402
 from workflow.run_info import require_clean_tree, write_result  # noqa: E402
+
+
+def run_method(run_dir: Path) -> str:
+    """The registry name of the method a ``train.py`` run trained (from its resolved config)."""
+    from omegaconf import OmegaConf
+
+    return method_of(OmegaConf.load(run_dir / "config_resolved.yaml").model).name
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -50,7 +58,8 @@ def main(argv: list[str] | None = None) -> None:
                           "python train.py " + " ".join(shlex.quote(o) for o in args.overrides),
                           metrics.get("commit", commit), wall,
                           {"pooled": metrics["pooled"], "folds": metrics["folds"]},
-                          run_dir=str(run_dir.relative_to(ROOT)), selection=args.selection)
+                          method=run_method(run_dir), run_dir=str(run_dir.relative_to(ROOT)),
+                          selection=args.selection)
     print(json.dumps({k: result[k] for k in ("name", "wall_s", "device")} | {"pooled": metrics["pooled"]}, indent=2))
 
 

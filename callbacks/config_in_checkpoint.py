@@ -1,9 +1,7 @@
-"""Store the run's resolved ``model`` and ``data`` config inside every checkpoint, so that a checkpoint
-alone rebuilds its model for inference (``predict.py``, ``export.py``).
-
-Why: :class:`~lightning_modules.weak.WeakDetectionModule` saves its hyper-parameters without ``net`` and
-``optimizer``, so ``load_from_checkpoint`` alone cannot rebuild it; with the config beside the weights,
-:func:`lightning_modules.from_checkpoint.load_trained_model` instantiates the model from it.
+"""Store the run's resolved ``model`` and ``data`` config inside every checkpoint, so that a checkpoint alone
+tells inference (``predict.py``, ``export.py``) how its model was trained: the model itself is rebuilt from its
+saved hyper-parameters (``load_from_checkpoint``); :func:`lightning_modules.checkpoints.load_trained_model` reads
+the training image size and the fold from this config.
 """
 
 from __future__ import annotations

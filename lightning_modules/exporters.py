@@ -26,6 +26,21 @@ Runner = Callable[[torch.Tensor], list[np.ndarray]]
 
 
 @dataclass(frozen=True)
+class ExportTarget:
+    """What a method exports (:meth:`lightning_modules.method.DefectMethod.export_target`).
+
+    Attributes:
+        module: the inference module: one (N, C, H, W) image input, a tuple of outputs.
+        output_names: the names of its outputs, in order.
+        min_side: the smallest image side from which on a graph traced at one size is valid at every size.
+    """
+
+    module: nn.Module
+    output_names: tuple[str, ...]
+    min_side: int
+
+
+@dataclass(frozen=True)
 class ExportSpec:
     """Names and shape rules of an export.
 

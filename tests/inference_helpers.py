@@ -16,6 +16,7 @@ from PIL import Image
 from callbacks import StageCheckpoint
 from callbacks.config_in_checkpoint import ConfigInCheckpoint
 from datamodules.synthetic import write_kolektor_like
+from lightning_modules.method import build_method
 from tests.conftest import PROJECT_ROOT
 
 #: the weak model's training size in these tests (H, W): at the ONNX dynamic minimum (64) of the paper's net
@@ -28,6 +29,15 @@ def tiny_trainer(run_dir: Path, max_steps: int, callbacks: list[L.Callback]) -> 
     return L.Trainer(accelerator="cpu", max_steps=max_steps, max_epochs=-1, logger=False, callbacks=callbacks,
                      default_root_dir=str(run_dir), enable_progress_bar=False, enable_model_summary=False,
                      enable_checkpointing=False, gradient_clip_val=1.0)
+
+
+def save_with_lightning(model: L.LightningModule, path: Path) -> Path:
+    """``trainer.save_checkpoint`` of ``model``: what Lightning itself writes (hyper-parameters, hooks)."""
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        enable_checkpointing=False)
+    trainer.strategy.connect(model)
+    trainer.save_checkpoint(path)
+    return path
 
 
 def weak_config(run_dir: Path, data_root: Path) -> DictConfig:
@@ -48,7 +58,7 @@ def train_weak(run_dir: Path) -> tuple[Path, DictConfig]:
     cfg = weak_config(run_dir, data_root)
     L.seed_everything(0)
     datamodule = instantiate(cfg.data, fold=0)
-    model = instantiate(cfg.model, optimizer=instantiate(cfg.optimizer), _convert_="all")
+    model = build_method(cfg.model, cfg.optimizer)  # as train.py builds it
     checkpoints = run_dir / "fold0" / "checkpoints"
     trainer = tiny_trainer(run_dir / "fold0", model.max_steps,
                            [StageCheckpoint(dirpath=str(checkpoints)), ConfigInCheckpoint(cfg)])
@@ -66,19 +76,22 @@ def weak_checkpoint(basetemp: Path) -> Path:
     return ckpt
 
 
-def cluster_checkpoint(path: Path) -> Path:
-    """A clustering checkpoint (ConvNeXt V2 atto from scratch, untrained) holding its ``state_dict`` and the
-    config :class:`ConfigInCheckpoint` stores, here from a plain mapping."""
+def cluster_checkpoint(path: Path, pretrained: Path | None = None) -> Path:
+    """A clustering checkpoint (ConvNeXt V2 atto, untrained) saved by Lightning, with the config
+    :class:`ConfigInCheckpoint` stores, here from a plain mapping. The backbone starts from ``pretrained`` (a
+    timm weights file) when given."""
     config = {
-        "model": {"_target_": "lightning_modules.cluster.ClusteringModule", "backbone": "convnextv2_atto",
-                  "num_clusters": NUM_CLUSTERS, "num_classes": 6, "in_chans": 1, "checkpoint_path": "absent.pth"},
+        "model": {"_target_": "lightning_modules.cluster.ClusteringModule",
+                  "backbone": {"name": "convnextv2_atto", "checkpoint_path": str(pretrained) if pretrained else None},
+                  "num_clusters": NUM_CLUSTERS, "num_classes": 6, "in_chans": 1},
         "data": {"image_size": list(CLUSTER_SIZE)},
     }
     torch.manual_seed(0)
-    model = instantiate({**config["model"], "checkpoint_path": None}, optimizer=None)
-    checkpoint: dict = {"state_dict": model.state_dict()}
-    ConfigInCheckpoint(config).on_save_checkpoint(None, model, checkpoint)
+    model = build_method(config["model"], {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-3})
     path.parent.mkdir(parents=True, exist_ok=True)
+    save_with_lightning(model, path)
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    ConfigInCheckpoint(config).on_save_checkpoint(None, model, checkpoint)
     torch.save(checkpoint, path)
     return path
 

@@ -151,3 +151,26 @@ def test_outside_a_git_checkout_the_commit_comes_from_source_commit(tmp_path: Pa
     monkeypatch.setenv("SOURCE_COMMIT", "0f0a3f6")
     assert git_commit(tmp_path) == "0f0a3f6"
     assert git_commit(PROJECT_ROOT) != "0f0a3f6"  # a checkout names its own commit
+
+
+def test_a_run_result_names_its_method_and_the_table_shows_that_methods_metrics(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """The method comes from the registry (the run's model._target_), and the results table takes the method's
+    metric names from the registry, headline first, not a guess from which metrics are present."""
+    (tmp_path / "config_resolved.yaml").write_text("model:\n  _target_: lightning_modules.cluster.ClusteringModule\n")
+    assert load_benchmark("run").run_method(tmp_path) == "cluster"
+    table = load_benchmark("results_table")
+    results = tmp_path / "results"
+    common = {"wall_s": 1.0, "device": "cpu", "commit": "0123456789abcdef", "date": "2026-12-06T00:00:00+00:00"}
+    folds = [{"fold": 0, "ap": 0.5, "acc": 0.25, "false_calls": 3}]
+    write_result_like = {"weak_probe": {"method": "weak", "metrics": {"pooled": {"acc": 0.25, "ap": 0.5,
+                                                                                "false_calls": 3}, "folds": folds}},
+                         "cluster_probe": {"method": "cluster", "metrics": {"pooled": {"ap": 0.5, "acc": 0.25},
+                                                                           "folds": folds}}}
+    results.mkdir()
+    for name, record in write_result_like.items():
+        (results / f"{name}.json").write_text(json.dumps({**common, **record}))
+    monkeypatch.setattr(table, "RESULTS", results)
+    table.main()
+    rows = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in capsys.readouterr().out.splitlines()[2:]}
+    assert rows == {"`cluster_probe.json`": "acc 0.2500", "`weak_probe.json`": "ap 0.5000, false_calls 3"}

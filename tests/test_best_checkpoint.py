@@ -8,6 +8,7 @@ import lightning as L
 import torch
 
 from callbacks.checkpoint import BestCheckpoint
+from lightning_modules.weak import WeakDetectionModule
 from tests.test_kolektor_datamodule import make_dm
 from tests.test_stages import tiny_module
 
@@ -46,8 +47,10 @@ def test_best_checkpoint_keeps_the_highest_validation_ap(kolektor_root: Path, tm
     assert len(seen) == 3  # steps 4, 8, 12
     assert Path(best.best_model_path).name == "best.ckpt"
     assert float(best.best_model_score) == max(seen)
-    state = torch.load(best.best_model_path, map_location="cpu", weights_only=False)
+    state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)
     assert state["global_step"] == 4 * (1 + seen.index(max(seen)))
+    loaded = WeakDetectionModule.load_from_checkpoint(best.best_model_path, map_location="cpu", weights_only=True)
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in state["state_dict"].items())
 
 
 def test_without_validation_data_no_best_checkpoint(kolektor_root: Path, tmp_path: Path) -> None:

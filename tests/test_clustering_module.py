@@ -30,7 +30,6 @@ from lightning_modules.cluster import ClusteringModule, backbone_from_config, cr
 from metrics.clustering import clustering_summary
 from tests.conftest import PROJECT_ROOT
 from tests.helpers import compose_cfg, load_benchmark
-from workflow.prediction import cluster_outputs
 
 
 @pytest.fixture(scope="module")
@@ -211,7 +210,7 @@ def test_cluster_experiment_end_to_end(neu_root: Path, tmp_path: Path) -> None:
     report = json.loads((run_dir / "metrics.json").read_text())
     assert [f["fold"] for f in report["folds"]] == [0, 1, 2]
     assert {"acc", "nmi", "confusion"} <= set(report["pooled"])
-    assert report["pooled"]["n_images"] == 36
+    assert report["pooled"]["n_images"] == 36 and report["method"] == "cluster"
     assert (run_dir / "fold0" / "predictions.csv").read_text().startswith("name,target,cluster")
     # benchmarks/eval_scale.py re-tests the saved fold models: at the preset's eval_scale it gives the run's figures
     retest = load_benchmark("eval_scale").retest
@@ -236,7 +235,7 @@ def test_whole_images_are_classified_at_eval_scale_in_testing_and_prediction() -
         model.on_test_epoch_start()
         model.test_step({"image": images, "target": torch.tensor([0, 1, 2, 0]), "index": torch.arange(4)}, 0, 1)
         assert sizes[-1] == (32, 24)
-        probability = cluster_outputs(model, images)["probability"]
+        probability = model.predict_images(images)["probability"]
         assert torch.allclose(probability, logits.softmax(1).max(1).values) and sizes[-1] == (32, 24)
         model.hparams.eval_scale = 1.0
         assert torch.equal(model.classify(images), model(images)) and sizes[-1] == (64, 48)

@@ -12,11 +12,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 import export
+from lightning_modules.checkpoints import load_trained_model
 from lightning_modules.exporters import EXPORTERS
-from lightning_modules.from_checkpoint import load_trained_model
 from lightning_modules.weak import WeakDefectNet
 from lightning_modules.weak.export import OUTPUT_NAMES, min_dynamic_side
-from tests.inference_helpers import WEAK_SIZE, weak_checkpoint
+from tests.inference_helpers import WEAK_SIZE, cluster_checkpoint, weak_checkpoint
 
 onnx = pytest.importorskip("onnx", reason="export needs onnx, onnxruntime and onnxscript")
 ort = pytest.importorskip("onnxruntime", reason="export needs onnx, onnxruntime and onnxscript")
@@ -31,7 +31,7 @@ def weak_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def export_cfg(ckpt: Path, out: Path, **options) -> DictConfig:
-    base = {"ckpt_path": str(ckpt), "config_path": None, "format": ["onnx", "torchscript"], "image_size": None,
+    base = {"ckpt_path": str(ckpt), "format": ["onnx", "torchscript"], "image_size": None,
             "batch_size": 1, "dynamic": True, "opset": None, "atol": ATOL, "seed": 0, "output_dir": str(out)}
     return OmegaConf.create({**base, **options})
 
@@ -114,3 +114,11 @@ def test_an_export_that_differs_from_pytorch_fails(weak_run: Path, tmp_path: Pat
     assert recorded == pytest.approx(1e-3, rel=1e-2)
     with pytest.raises(ValueError, match="format"):
         export.formats_of(["onnx", "tflite"])
+
+
+def test_a_method_that_does_not_export_is_refused_by_name(tmp_path: Path) -> None:
+    """What exports is the method's to say (its contract), not a list of classes in export.py."""
+    ckpt = cluster_checkpoint(tmp_path / "cluster.ckpt")
+    with pytest.raises(TypeError, match=r"a 'cluster' model, which does not export; exportable methods: \['weak'\]"):
+        export.run(export_cfg(ckpt, tmp_path / "out"))
+    assert not list((tmp_path / "out").glob("model*"))

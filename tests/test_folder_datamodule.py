@@ -196,7 +196,7 @@ def test_clustering_runs_on_a_users_folder(tmp_path: Path) -> None:
     assert fold["n_images"] == 6 and {"mdr", "fdr", "eacc"} <= set(fold)
     assert len(fold["confusion"]) == 3  # 3 clusters x 3 classes
     assert abs(fold["eacc"] - (fold["acc"] + fold["fdr"])) < 1e-6
-    stored = torch.load(run_dir / "fold0" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    stored = torch.load(run_dir / "fold0" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert (stored["hyper_parameters"]["num_clusters"], stored["hyper_parameters"]["defect_free_class"]) == (3, 0)
 
 

@@ -1,5 +1,6 @@
-"""predict.py: checkpoints rebuilt from their config, images decoded as in training, CSV rows equal to a direct
-forward pass, heat-map overlays, cluster ids, the .hydra fallback, and the Hydra CLI in a subprocess."""
+"""predict.py: checkpoints rebuilt by load_from_checkpoint, images decoded as in training, CSV rows equal to a
+direct forward pass, heat-map overlays, cluster ids, the threshold from the run folder, and the Hydra CLI in a
+subprocess."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -21,8 +21,9 @@ from callbacks.config_in_checkpoint import CONFIG_KEY, ConfigInCheckpoint
 from datamodules.errors import DatasetError
 from datamodules.image_files import list_images, load_image
 from datamodules.samples import Sample, decode_sample
+from lightning_modules.checkpoints import load_trained_model
 from lightning_modules.cluster import ClusteringModule
-from lightning_modules.from_checkpoint import load_trained_model
+from lightning_modules.method import METHOD_KEY
 from lightning_modules.weak import WeakDetectionModule
 from tests.conftest import PROJECT_ROOT
 from tests.inference_helpers import (
@@ -48,7 +49,7 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
 
 
 def predict_cfg(ckpt: Path, source: Path, out: Path, **options) -> DictConfig:
-    base = {"ckpt_path": str(ckpt), "input": str(source), "config_path": None, "resize": "trained", "batch_size": 3,
+    base = {"ckpt_path": str(ckpt), "input": str(source), "resize": "trained", "batch_size": 3,
             "device": "cpu", "threshold": "auto", "overlays": True, "output_dir": str(out)}
     return OmegaConf.create({**base, **options})
 
@@ -74,13 +75,14 @@ def test_images_are_listed_recursively_and_decoded_exactly_as_in_training(images
         list_images(folder / "empty")
 
 
-def test_weak_checkpoint_is_rebuilt_from_the_config_stored_inside(weak_run: Path) -> None:
+def test_weak_checkpoint_is_rebuilt_from_its_hyperparameters(weak_run: Path) -> None:
     checkpoint = torch.load(weak_run, map_location="cpu", weights_only=True)
-    assert checkpoint[CONFIG_KEY]["model"]["net"]["lnet_wide"] == 8
+    assert checkpoint["hyper_parameters"]["net"]["lnet_wide"] == 8 and checkpoint[METHOD_KEY] == "weak"
     assert checkpoint[CONFIG_KEY]["data"]["image_size"] == list(WEAK_SIZE)
     model = load_trained_model(weak_run)
     assert isinstance(model.module, WeakDetectionModule) and not model.module.training
-    assert model.config_source == "checkpoint" and model.image_size == WEAK_SIZE and model.fold == 0
+    assert model.module.hparams.net["lnet_wide"] == 8 and model.module.optimizer_factory is not None
+    assert model.image_size == WEAK_SIZE and model.fold == 0
     assert model.color_mode == "L"
     for key, value in checkpoint["state_dict"].items():
         assert torch.equal(model.module.state_dict()[key], value), key
@@ -96,18 +98,14 @@ def test_checkpoint_config_names_the_fold_it_was_trained_on() -> None:
     assert checkpoint[CONFIG_KEY]["data"]["fold"] == 0
 
 
-@pytest.mark.parametrize(("version", "expected"), [(2, 2), (1, None)])
-def test_a_checkpoint_moved_out_of_its_fold_folder_keeps_its_stored_fold(
-        weak_run: Path, tmp_path: Path, version: int, expected: int | None) -> None:
-    """Without a fold<k> folder in the path, the fold comes from the stored data.fold, but only from version 2
-    on (version 1 stored the config's default fold, not the trained one)."""
+def test_a_checkpoint_moved_out_of_its_fold_folder_keeps_its_stored_fold(weak_run: Path, tmp_path: Path) -> None:
+    """Without a fold<k> folder in the path, the fold comes from the stored data.fold."""
     checkpoint = torch.load(weak_run, map_location="cpu", weights_only=True)
     checkpoint[CONFIG_KEY]["data"]["fold"] = 2
-    checkpoint[CONFIG_KEY]["version"] = version
     moved = tmp_path / "shipped" / "model.ckpt"
     moved.parent.mkdir()
     torch.save(checkpoint, moved)
-    assert load_trained_model(moved).fold == expected
+    assert load_trained_model(moved).fold == 2
 
 
 def test_weak_predictions_equal_a_forward_pass_on_the_training_size(weak_run: Path, images, tmp_path: Path) -> None:
@@ -147,34 +145,34 @@ def test_weak_predictions_at_native_size_with_a_threshold(weak_run: Path, images
     assert predict.input_size([10, 20], WEAK_SIZE) == (10, 20)
 
 
-def test_hydra_config_above_the_checkpoint_is_the_fallback(weak_run: Path, images, tmp_path: Path) -> None:
-    """A checkpoint without the stored config, in a run folder laid out like train.py's: the model comes from
-    <run>/.hydra/config.yaml, the label threshold from the fold's fixed_threshold in <run>/metrics.json."""
+def test_the_run_folder_above_the_checkpoint_gives_the_folds_threshold(weak_run: Path, images,
+                                                                       tmp_path: Path) -> None:
+    """A checkpoint in a run folder laid out like train.py's: the label threshold is the fold's fixed_threshold
+    in <run>/metrics.json. Without the stored run config the training size is unknown: resize=trained says so."""
     checkpoint = torch.load(weak_run, map_location="cpu", weights_only=True)
     del checkpoint[CONFIG_KEY]
-    checkpoint["callback_extra"] = np.float64(0.5)  # not loadable with weights_only=True: full unpickling
     run = tmp_path / "run"
     ckpt = run / "fold1" / "checkpoints" / "last.ckpt"
     ckpt.parent.mkdir(parents=True)
     torch.save(checkpoint, ckpt)
-    with pytest.raises(FileNotFoundError, match="config_path="):
-        load_trained_model(ckpt)
     (run / ".hydra").mkdir()
     cfg = weak_config(tmp_path, tmp_path / "data")
     (run / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(cfg))  # unresolved, as Hydra writes it
     (run / "metrics.json").write_text(json.dumps({"folds": [{"fold": 0, "fixed_threshold": 0.9},
                                                             {"fold": 1, "fixed_threshold": 0.25}]}))
     model = load_trained_model(ckpt)
-    assert model.config_source == str(run / ".hydra" / "config.yaml") and model.fold == 1
-    assert model.image_size == WEAK_SIZE and model.fixed_threshold() == 0.25
+    assert model.run_dir == run.resolve() and model.fold == 1
+    assert model.image_size is None and model.fixed_threshold() == 0.25
     folder, names = images
-    rows = predict.run(predict_cfg(ckpt, folder, tmp_path / "out", overlays=False))
+    with pytest.raises(ValueError, match="no data.image_size: set resize=native or resize"):
+        predict.run(predict_cfg(ckpt, folder, tmp_path / "out", overlays=False))
+    rows = predict.run(predict_cfg(ckpt, folder, tmp_path / "out", overlays=False, resize=list(WEAK_SIZE)))
     assert [r["label"] for r in rows] == [int(r["probability"] >= 0.25) for r in rows]
     assert json.loads((tmp_path / "out" / "predict_info.json").read_text())["threshold"] == 0.25
 
 
 def test_cluster_predictions_are_the_argmax_and_max_softmax(images, tmp_path: Path) -> None:
-    ckpt = cluster_checkpoint(tmp_path / "cluster.ckpt")  # its pretrained-weights file is absent: not read
+    ckpt = cluster_checkpoint(tmp_path / "cluster.ckpt")
     folder, names = images
     rows = predict.run(predict_cfg(ckpt, folder, tmp_path / "out"))
     module = load_trained_model(ckpt).module

@@ -106,7 +106,7 @@ def metrics_of(run_dir: Path) -> dict:
 
 
 def checkpoint(run_dir: Path, name: str = "last.ckpt") -> dict:
-    return torch.load(run_dir / "fold0" / "checkpoints" / name, map_location="cpu", weights_only=False)
+    return torch.load(run_dir / "fold0" / "checkpoints" / name, map_location="cpu", weights_only=True)
 
 
 def kill_mid_training(run_dir: Path, pause_step: int, *overrides: str) -> None:

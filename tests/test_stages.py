@@ -35,8 +35,10 @@ class RecordSteps(L.Callback):
 
 
 def tiny_module(**kwargs) -> WeakDetectionModule:
+    """The network and optimizer as configs, as train.py hands them: its checkpoints rebuild it."""
     kwargs.setdefault("stages", TINY_STAGES)
-    return WeakDetectionModule(WeakDefectNet(lnet_wide=8), partial(torch.optim.SGD), alpha_every=2,
+    return WeakDetectionModule({"_target_": "lightning_modules.weak.WeakDefectNet", "lnet_wide": 8},
+                               {"_target_": "torch.optim.SGD", "_partial_": True}, alpha_every=2,
                                heatmap_dir=None, **kwargs)
 
 
@@ -66,9 +68,9 @@ def test_frozen_parts_do_not_change_in_stage_2_and_lr_follows_the_plan(kolektor_
     trainer = tiny_trainer(tmp_path, [record, StageCheckpoint()])
     trainer.fit(model, datamodule=make_dm(kolektor_root, image_size=(64, 24)))
     ckpts = tmp_path / "checkpoints"
-    stage1 = torch.load(ckpts / "stage1-localization.ckpt", weights_only=False)["state_dict"]
-    stage2 = torch.load(ckpts / "stage2-decision.ckpt", weights_only=False)["state_dict"]
-    stage3 = torch.load(ckpts / "stage3-joint.ckpt", weights_only=False)["state_dict"]
+    stage1 = torch.load(ckpts / "stage1-localization.ckpt", weights_only=True)["state_dict"]
+    stage2 = torch.load(ckpts / "stage2-decision.ckpt", weights_only=True)["state_dict"]
+    stage3 = torch.load(ckpts / "stage3-joint.ckpt", weights_only=True)["state_dict"]
     for prefix in ("net.trunk.", "net.lnet."):
         for key, value in params_of(stage1, prefix).items():
             assert torch.equal(value, stage2[key]), f"{key} changed while frozen"
@@ -104,8 +106,8 @@ def test_bf16_mixed_precision_trains_three_stages_and_scores_in_float32(kolektor
     trainer.fit(model, datamodule=dm)
     assert {f.dtype for f, _ in model._frozen_cache.values()} == {torch.bfloat16}
     ckpts = tmp_path / "checkpoints"
-    stage1 = torch.load(ckpts / "stage1-localization.ckpt", weights_only=False)["state_dict"]
-    stage2 = torch.load(ckpts / "stage2-decision.ckpt", weights_only=False)["state_dict"]
+    stage1 = torch.load(ckpts / "stage1-localization.ckpt", weights_only=True)["state_dict"]
+    stage2 = torch.load(ckpts / "stage2-decision.ckpt", weights_only=True)["state_dict"]
     assert all(torch.equal(v, stage2[k]) for k, v in params_of(stage1, "net.trunk.").items())
     assert all(v.dtype == torch.float32 for v in stage2.values() if v.is_floating_point())
     trainer.test(model, datamodule=dm, verbose=False)

@@ -1,77 +1,25 @@
-"""Predictions of a trained model on image files: a CSV row per image, heat-map overlays for the weak model.
+"""Predictions of a trained model on image files: a CSV row per image, heat-map overlays where the method gives
+heat maps.
 
-What each model kind outputs is a :class:`ModelKind` in :data:`MODEL_KINDS`, looked up by the module's
-class: the weak model (Xu et al.) gives each image's defect probability (the sigmoid of DNet's logit) and
-its LNet heat map; the clustering model (Bai et al.) gives the cluster (argmax of the head) and the
-largest softmax probability.
+What a method outputs is its own (:meth:`lightning_modules.method.DefectMethod.predict_images`): the weak
+model (Xu et al.) gives each image's defect probability and its LNet heat map; the clustering model (Bai et
+al.) gives the cluster and its softmax probability.
 """
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 from PIL import Image
 
 from datamodules.image_files import load_image, to_tensor
+from lightning_modules.method import DefectMethod
 from workflow.pictures import save_heatmap_panel
-
-#: the smallest side the weak network takes at native size (three 2x2 max-pools in the shared layers)
-WEAK_MIN_SIDE = 8
-
-
-def weak_outputs(module: L.LightningModule, images: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The defect probability (N,) and the heat map (N, 1, H/8, W/8) of the weak model."""
-    heatmap, logits = module.net(images)
-    return {"probability": torch.sigmoid(logits), "heatmap": heatmap}
-
-
-def cluster_outputs(module: L.LightningModule, images: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The cluster id (N,) and its softmax probability (N,) of the clustering model."""
-    probability, cluster = torch.softmax(module.classify(images), dim=1).max(dim=1)
-    return {"cluster": cluster, "probability": probability}
-
-
-@dataclass(frozen=True)
-class ModelKind:
-    """How one model kind predicts.
-
-    Attributes:
-        name: a short name, recorded in the outputs.
-        outputs: ``(module, images) -> {name: tensor}``; tensors of shape (N,) become CSV columns,
-            ``"heatmap"`` becomes an overlay picture.
-        thresholded: ``probability`` is a defect probability a threshold applies to (a ``label`` column).
-        min_side: the smallest image side the model takes.
-    """
-
-    name: str
-    outputs: Callable[[L.LightningModule, torch.Tensor], dict[str, torch.Tensor]]
-    thresholded: bool
-    min_side: int = 1
-
-
-#: the model kinds by the qualified name of their LightningModule class (names, so that predicting with one
-#: model does not import the other's dependencies, e.g. timm)
-MODEL_KINDS: dict[str, ModelKind] = {
-    "lightning_modules.weak.module.WeakDetectionModule":
-        ModelKind("weak", weak_outputs, thresholded=True, min_side=WEAK_MIN_SIDE),
-    "lightning_modules.cluster.module.ClusteringModule":
-        ModelKind("cluster", cluster_outputs, thresholded=False, min_side=32),
-}
-
-
-def model_kind(module: L.LightningModule) -> ModelKind:
-    """The :class:`ModelKind` of a module (by class, subclasses included)."""
-    for cls in type(module).__mro__:
-        kind = MODEL_KINDS.get(f"{cls.__module__}.{cls.__qualname__}")
-        if kind is not None:
-            return kind
-    raise TypeError(f"no predictions defined for {type(module).__name__}; known: {sorted(MODEL_KINDS)}")
 
 
 @dataclass
@@ -114,7 +62,7 @@ def overlay_path(out_dir: Path, name: str) -> Path:
 
 @torch.no_grad()
 def predict_files(
-    module: L.LightningModule,
+    module: DefectMethod,
     files: Sequence[Path],
     root: Path,
     mode: str,
@@ -124,18 +72,17 @@ def predict_files(
     threshold: float | None = None,
     device: str | torch.device = "cpu",
 ) -> list[dict[str, Any]]:
-    """One row per file: ``name`` and the model kind's scalar outputs (``label`` = probability >= threshold
-    where the kind is thresholded and a threshold is given); heat maps become overlays under ``out_dir``
+    """One row per file: ``name`` and the method's prediction columns (``label`` = probability >= threshold
+    where the method is thresholded and a threshold is given); heat maps become overlays under ``out_dir``
     (none when ``out_dir`` is ``None``): the image at its own size, the heat map upsampled onto it."""
-    kind = model_kind(module)
     module = module.to(device).eval()
     rows: list[dict[str, Any]] = []
-    for batch in batches_of_one_size(iter_images(files, root, mode, size, kind.min_side), batch_size):
-        outputs = kind.outputs(module, torch.stack([b.tensor for b in batch]).to(device))
+    for batch in batches_of_one_size(iter_images(files, root, mode, size, module.min_side), batch_size):
+        outputs = module.predict_images(torch.stack([b.tensor for b in batch]).to(device))
         for i, image in enumerate(batch):
             row: dict[str, Any] = {"name": image.name}
-            row.update({k: v[i].item() for k, v in outputs.items() if v.ndim == 1})
-            if kind.thresholded and threshold is not None:
+            row.update({k: outputs[k][i].item() for k in module.prediction_columns})
+            if module.thresholded and threshold is not None:
                 row["label"] = int(row["probability"] >= threshold)
             if out_dir is not None and "heatmap" in outputs:
                 shown = image.tensor if size is None else to_tensor(image.original)  # the image at its own size

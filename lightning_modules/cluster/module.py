@@ -14,16 +14,17 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from typing import Any
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from lightning_modules.cluster.backbone import backbone_from_config
+from lightning_modules.method import DefectMethod, from_config, register_method
 from metrics.clustering import ClusteringMetrics, pooled_summary
 
 
-class ClusteringModule(L.LightningModule):
+@register_method("cluster")
+class ClusteringModule(DefectMethod):
     """Backbone + linear head over ``num_clusters`` pseudo-classes.
 
     Args:
@@ -34,7 +35,7 @@ class ClusteringModule(L.LightningModule):
         num_clusters: K, the number of k-means clusters and head outputs.
         num_classes: true classes, for evaluation only (defaults to ``num_clusters``).
         defect_free_class: the true class that is defect-free, if any (enables MDR, FDR, EACC).
-        optimizer: a partial optimizer from the ``optimizer`` config group.
+        optimizer: a partial optimizer, or its config from the ``optimizer`` config group; ``None``: inference only.
         warmup_steps, max_steps, min_lr_ratio: LinearLR warm-up, then CosineAnnealingLR to
             ``lr * min_lr_ratio`` at ``max_steps`` (the trainer's ``max_steps``).
         mean, std: input normalisation of the [0, 1] images.
@@ -47,9 +48,14 @@ class ClusteringModule(L.LightningModule):
             clusters are taken as decoded either way.
     """
 
+    metric_names = ("acc", "nmi", "mdr", "fdr", "eacc")
+    prediction_columns = ("cluster", "probability")
+    tests_training_images = False
+    min_side = 32
+
     def __init__(
         self,
-        optimizer: Callable[..., torch.optim.Optimizer],
+        optimizer: Callable[..., torch.optim.Optimizer] | Mapping | None = None,
         backbone: str | Mapping[str, Any] = "convnextv2_tiny",
         num_clusters: int = 6,
         num_classes: int | None = None,
@@ -68,8 +74,8 @@ class ClusteringModule(L.LightningModule):
         super().__init__()
         if eval_scale <= 0:
             raise ValueError(f"eval_scale must be > 0, got {eval_scale}")
-        self.save_hyperparameters(ignore=["optimizer"])
-        self.optimizer_factory = optimizer
+        self.save_config_hyperparameters()
+        self.optimizer_factory = from_config(optimizer)
         self.backbone = backbone_from_config(backbone, in_chans, checkpoint_path, drop_path_rate)
         if channels_last:
             self.backbone = self.backbone.to(memory_format=torch.channels_last)
@@ -93,11 +99,26 @@ class ClusteringModule(L.LightningModule):
 
     def classify(self, images: torch.Tensor) -> torch.Tensor:
         """Pseudo-class logits of whole images, resized by ``eval_scale`` first (bilinear, antialiased)."""
-        scale = self.hparams.get("eval_scale", 1.0)  # checkpoints from before the option: 1.0
+        scale = self.hparams.eval_scale
         if scale != 1.0:
             size = [max(1, round(side * scale)) for side in images.shape[-2:]]
             images = F.interpolate(images, size=size, mode="bilinear", antialias=True, align_corners=False)
         return self(images)
+
+    def predict_images(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The cluster (N,) (argmax of the head, :meth:`classify`) and its softmax probability (N,)."""
+        probability, cluster = torch.softmax(self.classify(images), dim=1).max(dim=1)
+        return {"cluster": cluster, "probability": probability}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """The method's name, and the hyper-parameters without the pretrained backbone file: it only starts
+        training (the checkpoint's weights replace it), so a checkpoint rebuilds without it."""
+        super().on_save_checkpoint(checkpoint)
+        hparams = checkpoint.get("hyper_parameters")
+        if hparams:
+            hparams["checkpoint_path"] = None
+            if isinstance(hparams.get("backbone"), Mapping):
+                hparams["backbone"] = {**hparams["backbone"], "checkpoint_path": None}
 
     # -- the hooks the PseudoLabelReassigner callback uses -------------------------------------------------
     @torch.no_grad()
@@ -171,7 +192,7 @@ class ClusteringModule(L.LightningModule):
         self.test_metrics.to(self.device)
 
     def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
-        if dataloader_idx == 0:  # the training images: not needed for this method's report
+        if dataloader_idx == 0 and not self.tests_training_images:  # the training images: not needed here
             return
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
@@ -187,16 +208,22 @@ class ClusteringModule(L.LightningModule):
         metrics = self.test_metrics.compute()
         metrics["ms_per_image"] = 1000 * self._test_seconds / max(1, self._test_images)
         clusters, targets, ids = self.test_metrics.gathered()
-        self.fold_result = {"metrics": metrics,
+        self.fold_result = {"metrics": metrics, "classes": self.classes(),
                             "per_image": {"ids": ids.cpu(), "target": targets.cpu(), "cluster": clusters.cpu()}}
         self.log_dict({f"test/{k}": float(v) for k, v in metrics.items() if isinstance(v, int | float)},
                       rank_zero_only=True)
 
-    def pool(self, fold_results: Sequence[Mapping[str, Any]]) -> dict:
+    def classes(self) -> dict[str, int | None]:
+        """K, the true classes and the defect-free class: what pooling the folds needs (in each fold result)."""
+        k = self.hparams.num_clusters
+        return {"num_clusters": k, "num_classes": self.hparams.num_classes or k,
+                "defect_free_class": self.hparams.defect_free_class}
+
+    @classmethod
+    def pool(cls, fold_results: Sequence[Mapping[str, Any]]) -> dict:
         """Pooled over folds (:func:`metrics.clustering.pooled_summary`: each fold's clusters mapped by its own
         Hungarian assignment, ACC on all test images together, NMI the mean over folds); ms per image the mean."""
         folds = [(r["per_image"]["cluster"], r["per_image"]["target"]) for r in fold_results]
-        pooled = pooled_summary(folds, self.hparams.num_clusters, self.hparams.num_classes or self.hparams.num_clusters,
-                                self.hparams.defect_free_class)
+        pooled = pooled_summary(folds, **fold_results[0]["classes"])
         pooled["ms_per_image"] = sum(r["metrics"]["ms_per_image"] for r in fold_results) / len(fold_results)
         return pooled

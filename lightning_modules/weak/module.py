@@ -8,11 +8,13 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_warn
 
+from lightning_modules.exporters import ExportTarget
+from lightning_modules.method import DefectMethod, from_config, register_method
+from lightning_modules.weak.export import OUTPUT_NAMES, WeakInference, min_dynamic_side
 from lightning_modules.weak.losses import collaborative_alpha, weak_loss
 from lightning_modules.weak.networks import WeakDefectNet
 from lightning_modules.weak.stages import PARTS, Stage, StagePlan
@@ -30,11 +32,14 @@ PAPER_STAGES: list[dict] = [
 ]
 
 
+#: the smallest side the network takes at native size (three 2x2 max-pools in the shared layers)
+WEAK_MIN_SIDE = 8
 #: a mean heat map (Q) below this on the defective images at the end of a weak-loss stage: LNet went dark
 DARK_LNET_Q = 0.05
 
 
-class WeakDetectionModule(L.LightningModule):
+@register_method("weak")
+class WeakDetectionModule(DefectMethod):
     """Trains :class:`WeakDefectNet` from image-level labels only; tests image and pixel metrics.
 
     One training batch is one iteration of the paper: defective and defect-free images together, one
@@ -57,9 +62,9 @@ class WeakDetectionModule(L.LightningModule):
     image once, so that every rank's :attr:`fold_result` is what one process would compute.
 
     Args:
-        net: the network.
-        optimizer: a partial optimizer (``_partial_: true`` in the optimizer config); the stage's learning
-            rate times :attr:`lr_scale` replaces its lr.
+        net: the network, or its config (``_target_``: built here, and saved in the hyper-parameters).
+        optimizer: a partial optimizer or its config (``_partial_: true`` in the optimizer config); the stage's
+            learning rate times :attr:`lr_scale` replaces its lr. ``None``: inference only.
         lr_reference: the optimizer lr the stages' rates are written for (the paper's SGD, 0.1).
         stages: the stage plan (defaults to the paper's three stages).
         alpha_init, alpha_every: Eq. 6's alpha_init and n.
@@ -74,10 +79,17 @@ class WeakDetectionModule(L.LightningModule):
             defective test images, ``max_clean_pictures`` defect-free ones); ``None`` saves none.
     """
 
+    metric_names = ("ap", "false_calls", "false_calls_fixed", "fp_at_full_recall", "ap_raw", "fp_at_full_recall_raw")
+    prediction_columns = ("probability",)
+    tests_training_images = True  # the threshold and the defect-free baseline come from the training images
+    thresholded = True
+    min_side = WEAK_MIN_SIDE
+    exportable = True
+
     def __init__(
         self,
-        net: WeakDefectNet,
-        optimizer: Callable[..., torch.optim.Optimizer],
+        net: WeakDefectNet | Mapping,
+        optimizer: Callable[..., torch.optim.Optimizer] | Mapping | None = None,
         stages: Sequence[Mapping] | None = None,
         alpha_init: float = 8.0,
         alpha_every: int = 30,
@@ -91,9 +103,9 @@ class WeakDetectionModule(L.LightningModule):
         pool_clean_score: float | None = 0.01,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["net", "optimizer"])
-        self.net = net
-        self.optimizer_factory = optimizer
+        self.save_config_hyperparameters()
+        self.net: WeakDefectNet = from_config(net)
+        self.optimizer_factory = from_config(optimizer)
         self.plan = StagePlan(stages if stages is not None else PAPER_STAGES)
         self._frozen_cache: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
         self._cache_stage = -1
@@ -112,7 +124,7 @@ class WeakDetectionModule(L.LightningModule):
         """The stages' learning rates are the paper's, for SGD at ``lr_reference`` (0.1); another optimizer
         config scales them by its own ``lr`` over that (Adam at 1e-3: stage rates x 0.01). SGD at 0.1: x 1."""
         configured = getattr(self.optimizer_factory, "keywords", {}).get("lr")
-        return float(configured) / self.hparams.get("lr_reference", 0.1) if configured else 1.0
+        return float(configured) / self.hparams.lr_reference if configured else 1.0
 
     # -- training -------------------------------------------------------------------------------
     def configure_optimizers(self) -> dict:
@@ -167,7 +179,7 @@ class WeakDetectionModule(L.LightningModule):
         alone, so a resumed run sees the same augmentation."""
         draws = torch.randint(4, (3,), generator=torch.Generator().manual_seed(step)).tolist()
         turns = draws[0] if self.hparams.rotate else 0
-        flip = self.hparams.get("flip", False)
+        flip = self.hparams.flip
         return turns, flip and draws[1] % 2 == 1, flip and draws[2] % 2 == 1
 
     @staticmethod
@@ -286,7 +298,7 @@ class WeakDetectionModule(L.LightningModule):
         metrics = detection_summary(scores, labels, fixed_threshold=threshold)
         metrics.update(self.pixel_metrics.compute())
         metrics["train_ap"] = detection_summary(train_scores, train_labels).get("ap", float("nan"))
-        clean_score = self.hparams.get("pool_clean_score")
+        clean_score = self.hparams.pool_clean_score
         offset = 0.0
         if clean_score is not None and (train_labels < 0.5).any():
             offset = clean_baseline_offset(train_scores, train_labels, clean_score)
@@ -297,8 +309,8 @@ class WeakDetectionModule(L.LightningModule):
         self.log_dict({f"test/{k}": float(v) for k, v in metrics.items() if isinstance(v, int | float)},
                       rank_zero_only=True)
 
-    @staticmethod
-    def pool(fold_results: Sequence[Mapping[str, Any]]) -> dict:
+    @classmethod
+    def pool(cls, fold_results: Sequence[Mapping[str, Any]]) -> dict:
         """Pooled metrics over folds: AP, best-F1 false calls and FP@100% recall on all test predictions, each
         fold's on the shared scale (``score_pooled``, see ``pool_clean_score``), and the same on the raw scores
         with the suffix ``_raw``; fixed-threshold false calls summed over folds (each fold keeps its own
@@ -315,3 +327,13 @@ class WeakDetectionModule(L.LightningModule):
             values = [r["metrics"][key] for r in fold_results if not math.isnan(r["metrics"][key])]
             pooled[f"{key}_mean_over_folds"] = sum(values) / len(values) if values else math.nan
         return pooled
+
+    # -- inference ------------------------------------------------------------------------------
+    def predict_images(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The defect probability (N,) (sigmoid of DNet's logit) and LNet's heat map (N, 1, H/8, W/8)."""
+        heatmap, logits = self.net(images)
+        return {"probability": torch.sigmoid(logits), "heatmap": heatmap}
+
+    def export_target(self) -> ExportTarget:
+        """:class:`WeakInference`: ``image`` in, ``heatmap``, ``probability`` and ``logit`` out."""
+        return ExportTarget(WeakInference(self.net).eval(), OUTPUT_NAMES, min_dynamic_side(self.net))
