@@ -36,6 +36,7 @@ def test_the_runner_asks_how_the_settings_were_chosen_and_records_it(tmp_path: P
         run_dir = Path(next(a for a in command if a.startswith("hydra.run.dir=")).split("=", 1)[1])
         run_dir.mkdir(parents=True)
         (run_dir / "metrics.json").write_text(json.dumps({"pooled": {"acc": 0.5}, "folds": []}))
+        (run_dir / "config_resolved.yaml").write_text("model:\n  _target_: lightning_modules.cluster.ClusteringModule")
 
     monkeypatch.setattr(subprocess, "run", fake_train)
     monkeypatch.setattr(runner, "ROOT", tmp_path)
@@ -46,6 +47,7 @@ def test_the_runner_asks_how_the_settings_were_chosen_and_records_it(tmp_path: P
     runner.main(["probe", "experiment=demo", "--selection", "validation"])
     record = json.loads((tmp_path / "benchmarks" / "results" / "probe.json").read_text())
     assert record["selection"] == "validation" and record["metrics"]["pooled"] == {"acc": 0.5}
+    assert record["method"] == "cluster"
 
 
 def test_a_clean_tree_passes_and_dirty_is_allowed_on_request(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -159,18 +161,9 @@ def test_a_run_result_names_its_method_and_the_table_shows_that_methods_metrics(
     metric names from the registry, headline first, not a guess from which metrics are present."""
     (tmp_path / "config_resolved.yaml").write_text("model:\n  _target_: lightning_modules.cluster.ClusteringModule\n")
     assert load_benchmark("run").run_method(tmp_path) == "cluster"
-    table = load_benchmark("results_table")
-    results = tmp_path / "results"
-    common = {"wall_s": 1.0, "device": "cpu", "commit": "0123456789abcdef", "date": "2026-12-06T00:00:00+00:00"}
+    figures = load_benchmark("results_table").figures
     folds = [{"fold": 0, "ap": 0.5, "acc": 0.25, "false_calls": 3}]
-    write_result_like = {"weak_probe": {"method": "weak", "metrics": {"pooled": {"acc": 0.25, "ap": 0.5,
-                                                                                "false_calls": 3}, "folds": folds}},
-                         "cluster_probe": {"method": "cluster", "metrics": {"pooled": {"ap": 0.5, "acc": 0.25},
-                                                                           "folds": folds}}}
-    results.mkdir()
-    for name, record in write_result_like.items():
-        (results / f"{name}.json").write_text(json.dumps({**common, **record}))
-    monkeypatch.setattr(table, "RESULTS", results)
-    table.main()
-    rows = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in capsys.readouterr().out.splitlines()[2:]}
-    assert rows == {"`cluster_probe.json`": "acc 0.2500", "`weak_probe.json`": "ap 0.5000, false_calls 3"}
+    weak = figures("weak", {"pooled": {"acc": 0.25, "ap": 0.5, "false_calls": 3}, "folds": folds})
+    cluster = figures("cluster", {"pooled": {"ap": 0.5, "acc": 0.25}, "folds": folds})
+    assert weak == ("ap 0.5000, false_calls 3", "ap 0.5000; false_calls 3")
+    assert cluster == ("acc 0.2500", "acc 0.2500")
