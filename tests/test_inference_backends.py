@@ -19,7 +19,9 @@ BF16_LOGIT_ATOL = 0.05
 
 
 class Holder(nn.Module):
-    """Stands in for the LightningModule: what the backends use of it is its ``net``."""
+    """Stands in for the LightningModule: what the backends use of it is its ``net`` and ``exportable``."""
+
+    exportable = True
 
     def __init__(self, net: nn.Module) -> None:
         super().__init__()

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from callbacks import StageCheckpoint
+from lightning_modules.augmentation import augment, augmentation_at
 from lightning_modules.weak import StagePlan, WeakDefectNet, WeakDetectionModule
 from lightning_modules.weak.module import PAPER_STAGES
 from tests.test_kolektor_datamodule import make_dm
@@ -133,17 +134,15 @@ def test_rotation_option_trains_on_rotated_batches(kolektor_root: Path, tmp_path
 
 
 def test_flip_option_flips_some_batches_and_depends_only_on_the_step() -> None:
-    model = tiny_module(flip=True)
-    draws = [model._augmentation(step) for step in range(40)]
-    assert draws == [model._augmentation(step) for step in range(40)]  # a function of the step alone
+    draws = [augmentation_at(step, rotate=False, flip=True) for step in range(40)]
+    assert draws == [augmentation_at(step, rotate=False, flip=True) for step in range(40)]  # the step alone
     assert {d[0] for d in draws} == {0}  # no rotation unless asked
     assert {(d[1], d[2]) for d in draws} == {(False, False), (True, False), (False, True), (True, True)}
     x = torch.arange(6.0).reshape(1, 1, 2, 3)
-    assert torch.equal(model._augment(x, 0, True, False), x.flip(3))
-    assert torch.equal(model._augment(x, 0, False, True), x.flip(2))
-    assert torch.equal(model._augment(x, 1, False, False), torch.rot90(x, 1, dims=(2, 3)))
-    plain = tiny_module()
-    assert {plain._augmentation(step) for step in range(20)} == {(0, False, False)}
+    assert torch.equal(augment(x, 0, True, False), x.flip(3))
+    assert torch.equal(augment(x, 0, False, True), x.flip(2))
+    assert torch.equal(augment(x, 1, False, False), torch.rot90(x, 1, dims=(2, 3)))
+    assert {augmentation_at(step, rotate=False, flip=False) for step in range(20)} == {(0, False, False)}
 
 
 def test_stage_rates_scale_with_the_optimizer_configs_lr() -> None:

@@ -91,8 +91,8 @@ def with_backend(module: L.LightningModule, backend: str, example: torch.Tensor,
         raise ValueError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
     if backend == "torch":
         return module
-    if not hasattr(module, "net") or not hasattr(module.net, "lnet"):
-        raise ValueError(f"backend={backend} is defined for the weak model only; use backend=torch")
+    if not getattr(module, "exportable", False):
+        raise ValueError(f"backend={backend} is defined for the exportable methods only; use backend=torch")
     net = module.net.cpu().eval()
     if backend == "torch_bf16":
         if not native_bf16():

@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
+from lightning_modules.detection import OUTPUT_NAMES as OUTPUT_NAMES  # re-exported
+from lightning_modules.detection import DetectionInference
 from lightning_modules.weak.networks import HalvingPool, MirrorPad, WeakDefectNet
 
-#: the exported outputs, in order
-OUTPUT_NAMES: tuple[str, ...] = ("heatmap", "probability", "logit")
-
-
-class WeakInference(nn.Module):
-    """``image`` (N, C, H, W), pixels / 255 in [0, 1] -> ``heatmap`` (N, 1, H/8, W/8) in [0, 1] (LNet),
-    ``probability`` (N,) = sigmoid(``logit``) and ``logit`` (N,) (DNet's decision)."""
-
-    def __init__(self, net: WeakDefectNet) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        heatmap, logit = self.net(image)
-        return heatmap, torch.sigmoid(logit), logit
+#: the weak model as an export module: image in; heat map, probability and logit out
+WeakInference = DetectionInference
 
 
 def min_dynamic_side(net: WeakDefectNet) -> int:

@@ -2,26 +2,22 @@
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_warn
 
+from lightning_modules.augmentation import augment, augmentation_at
+from lightning_modules.detection import ImageDetectionModule
 from lightning_modules.exporters import ExportTarget
-from lightning_modules.method import DefectMethod, from_config, register_method
+from lightning_modules.method import from_config, register_method
 from lightning_modules.weak.export import OUTPUT_NAMES, WeakInference, min_dynamic_side
 from lightning_modules.weak.losses import collaborative_alpha, weak_loss
 from lightning_modules.weak.networks import WeakDefectNet
 from lightning_modules.weak.stages import PARTS, Stage, StagePlan
-from metrics.calibration import clean_baseline_offset, shift_scores
-from metrics.detection import DetectionMetrics, best_f1_threshold, detection_summary
-from metrics.pixel import PixelMetrics
-from workflow.pictures import save_heatmap_panel
 
 PAPER_STAGES: list[dict] = [
     {"name": "localization", "iterations": 750, "lr": 0.1, "train": ["trunk", "lnet"], "losses": ["weak"],
@@ -39,7 +35,7 @@ DARK_LNET_Q = 0.05
 
 
 @register_method("weak")
-class WeakDetectionModule(DefectMethod):
+class WeakDetectionModule(ImageDetectionModule):
     """Trains :class:`WeakDefectNet` from image-level labels only; tests image and pixel metrics.
 
     One training batch is one iteration of the paper: defective and defect-free images together, one
@@ -50,10 +46,8 @@ class WeakDetectionModule(DefectMethod):
     (the others are frozen: no gradient, batch-norm statistics fixed), the losses, and the learning rate
     (a per-step LambdaLR, so the optimizer from the ``optimizer`` config group only supplies the kind).
 
-    Testing takes two loaders: the training images (to fix a threshold without test data, and to measure the
-    model's defect-free baseline), then the test images. The fold's results land in :attr:`fold_result`; the
-    per-image ``score_pooled`` is the score on a scale shared by the folds (:mod:`metrics.calibration`),
-    which :meth:`pool` ranks.
+    Testing, pooling and prediction are those of every image-level detection method
+    (:class:`~lightning_modules.detection.ImageDetectionModule`).
 
     Under DDP (``trainer=ddp``, ``W`` ranks) an iteration of the plan is one optimizer step with one batch
     per rank: ``W`` different balanced pairs per step (as ``data.pairs_per_batch=W`` in one process), for the
@@ -79,12 +73,7 @@ class WeakDetectionModule(DefectMethod):
             defective test images, ``max_clean_pictures`` defect-free ones); ``None`` saves none.
     """
 
-    metric_names = ("ap", "false_calls", "false_calls_fixed", "fp_at_full_recall", "ap_raw", "fp_at_full_recall_raw")
-    prediction_columns = ("probability",)
-    tests_training_images = True  # the threshold and the defect-free baseline come from the training images
-    thresholded = True
     min_side = WEAK_MIN_SIDE
-    exportable = True
 
     def __init__(
         self,
@@ -174,21 +163,6 @@ class WeakDetectionModule(DefectMethod):
                     "seed.")
         return logs
 
-    def _augmentation(self, step: int) -> tuple[int, bool, bool]:
-        """(quarter turns, horizontal flip, vertical flip) of the batch at ``step``: a function of the step
-        alone, so a resumed run sees the same augmentation."""
-        draws = torch.randint(4, (3,), generator=torch.Generator().manual_seed(step)).tolist()
-        turns = draws[0] if self.hparams.rotate else 0
-        flip = self.hparams.flip
-        return turns, flip and draws[1] % 2 == 1, flip and draws[2] % 2 == 1
-
-    @staticmethod
-    def _augment(x: torch.Tensor, turns: int, hflip: bool, vflip: bool) -> torch.Tensor:
-        if turns:
-            x = torch.rot90(x, turns, dims=(2, 3))
-        dims = [d for d, on in ((3, hflip), (2, vflip)) if on]
-        return torch.flip(x, dims) if dims else x
-
     def _localize(self, x: torch.Tensor, indices: torch.Tensor, k: tuple, frozen: bool,
                   stage_index: int) -> tuple[torch.Tensor, torch.Tensor]:
         if not (frozen and self.hparams.cache_frozen):
@@ -211,8 +185,8 @@ class WeakDetectionModule(DefectMethod):
         step = self.global_step
         stage_index, stage, local = self.plan.locate(step)
         self._apply_stage(stage.train)
-        k = self._augmentation(step)
-        x = self._augment(batch["image"], *k)
+        k = augmentation_at(step, self.hparams.rotate, self.hparams.flip)
+        x = augment(batch["image"], *k)
         labels = batch["label"].float()  # image-level labels: the only supervision
         frozen = not ({"trunk", "lnet"} & set(stage.train))
         features, heatmap = self._localize(x, batch["index"], k, frozen, stage_index)
@@ -237,103 +211,7 @@ class WeakDetectionModule(DefectMethod):
                       batch_size=x.shape[0])
         return loss
 
-    # -- testing --------------------------------------------------------------------------------
-    def _reset_test_metrics(self) -> None:
-        self.train_scores = DetectionMetrics()
-        self.test_scores = DetectionMetrics()
-        self.pixel_metrics = PixelMetrics(self.hparams.pixel_thresholds)  # per image: DDP counts each once
-        self._clean_pictures = 0
-
-    # -- validation (only with held-out training groups, ``data.val_fraction``) -----------------
-    def on_validation_epoch_start(self) -> None:
-        self.val_scores = DetectionMetrics().to(self.device)
-
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        _, logits = self.net(batch["image"])
-        self.val_scores.update(torch.sigmoid(logits), batch["label"], batch["index"])
-
-    def on_validation_epoch_end(self) -> None:
-        """``val/ap`` (and false calls at the best F1) on the held-out training groups: what the best
-        checkpoint is chosen on. Logged on every rank (the scores are gathered, so the values agree)."""
-        metrics = self.val_scores.compute()
-        self.log_dict({f"val/{k}": float(metrics[k]) for k in ("ap", "false_calls") if k in metrics})
-
-    def on_test_epoch_start(self) -> None:
-        self._reset_test_metrics()
-        self.to(self.device)
-
-    def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
-        heatmap, logits = self.net(batch["image"])
-        scores = torch.sigmoid(logits)
-        if dataloader_idx == 0:
-            self.train_scores.update(scores, batch["label"], batch["index"])
-            return
-        self.test_scores.update(scores, batch["label"], batch["index"])
-        full = F.interpolate(heatmap, size=batch["image"].shape[-2:], mode="bilinear", align_corners=False)
-        known = batch["mask_known"]
-        if known.any():  # a defective image without a mask would count its defect as defect-free pixels
-            self.pixel_metrics.update(full[known], batch["mask"][known], batch["index"][known])
-        self._save_pictures(batch, heatmap)
-
-    def _save_pictures(self, batch: dict, heatmap: torch.Tensor) -> None:
-        """Under DDP each rank saves the pictures of its share of the test images (a DistributedSampler repeat is
-        saved again, the same picture); the defect-free quota is split over the ranks."""
-        if self.hparams.heatmap_dir is None:
-            return
-        world, rank = self.trainer.world_size, self.trainer.global_rank
-        clean_quota = (self.hparams.max_clean_pictures + world - 1 - rank) // world
-        for image, mask, heat, label, name in zip(batch["image"], batch["mask"], heatmap, batch["label"],
-                                                  batch["name"], strict=True):
-            if label < 0.5:
-                if self._clean_pictures >= clean_quota:
-                    continue
-                self._clean_pictures += 1
-            path = Path(self.trainer.default_root_dir) / self.hparams.heatmap_dir / f"{name.replace('/', '_')}.png"
-            save_heatmap_panel(path, image, mask, heat)
-
-    def on_test_epoch_end(self) -> None:
-        train_scores, train_labels, _ = self.train_scores.gathered()
-        threshold = best_f1_threshold(train_scores, train_labels) if train_labels.unique().numel() == 2 else 0.5
-        scores, labels, ids = self.test_scores.gathered()  # a collective under DDP: once
-        metrics = detection_summary(scores, labels, fixed_threshold=threshold)
-        metrics.update(self.pixel_metrics.compute())
-        metrics["train_ap"] = detection_summary(train_scores, train_labels).get("ap", float("nan"))
-        clean_score = self.hparams.pool_clean_score
-        offset = 0.0
-        if clean_score is not None and (train_labels < 0.5).any():
-            offset = clean_baseline_offset(train_scores, train_labels, clean_score)
-        metrics["pool_offset"] = offset
-        self.fold_result = {"metrics": metrics, "fixed_threshold": threshold,
-                            "per_image": {"ids": ids.cpu(), "label": labels.long().cpu(), "score": scores.cpu(),
-                                          "score_pooled": shift_scores(scores, offset).float().cpu()}}
-        self.log_dict({f"test/{k}": float(v) for k, v in metrics.items() if isinstance(v, int | float)},
-                      rank_zero_only=True)
-
-    @classmethod
-    def pool(cls, fold_results: Sequence[Mapping[str, Any]]) -> dict:
-        """Pooled metrics over folds: AP, best-F1 false calls and FP@100% recall on all test predictions, each
-        fold's on the shared scale (``score_pooled``, see ``pool_clean_score``), and the same on the raw scores
-        with the suffix ``_raw``; fixed-threshold false calls summed over folds (each fold keeps its own
-        training-image threshold); pixel metrics averaged over folds."""
-        labels = torch.cat([r["per_image"]["label"] for r in fold_results])
-        raw = torch.cat([r["per_image"]["score"] for r in fold_results])
-        shared = torch.cat([r["per_image"].get("score_pooled", r["per_image"]["score"]) for r in fold_results])
-        pooled = detection_summary(shared, labels)
-        raw_summary = detection_summary(raw, labels)
-        pooled.update({f"{key}_raw": raw_summary[key] for key in ("ap", "false_calls", "fp_at_full_recall")
-                       if key in raw_summary})
-        pooled["false_calls_fixed"] = sum(r["metrics"].get("false_calls_fixed", 0) for r in fold_results)
-        for key in ("pixel_auroc", "pixel_ap"):  # over the folds that have defect pixels to score
-            values = [r["metrics"][key] for r in fold_results if not math.isnan(r["metrics"][key])]
-            pooled[f"{key}_mean_over_folds"] = sum(values) / len(values) if values else math.nan
-        return pooled
-
     # -- inference ------------------------------------------------------------------------------
-    def predict_images(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The defect probability (N,) (sigmoid of DNet's logit) and LNet's heat map (N, 1, H/8, W/8)."""
-        heatmap, logits = self.net(images)
-        return {"probability": torch.sigmoid(logits), "heatmap": heatmap}
-
     def export_target(self) -> ExportTarget:
         """:class:`WeakInference`: ``image`` in, ``heatmap``, ``probability`` and ``logit`` out."""
         return ExportTarget(WeakInference(self.net).eval(), OUTPUT_NAMES, min_dynamic_side(self.net))
