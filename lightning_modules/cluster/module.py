@@ -19,7 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from datamodules.views import BatchedMultiCropViews
 from lightning_modules.cluster.backbone import backbone_from_config
+from lightning_modules.cluster.plan import PseudoLabelViews
 from metrics.clustering import ClusteringMetrics, pooled_summary
 
 
@@ -45,7 +47,11 @@ class ClusteringModule(L.LightningModule):
             a global view of ``s`` px cropped from a region of side ``c`` shows it at ``s / c`` (the train-test
             resolution discrepancy, Touvron et al. 2019, "FixRes"). 1.0: as decoded. The features k-means
             clusters are taken as decoded either way.
+        training_plan: how training batches are drawn and augmented (``model.training_plan``; default: the paper's
+            32 images x 2 global (200 px) + 6 local (96 px) views, made per batch).
     """
+
+    tests_training_images = False  # testing needs the test images only
 
     def __init__(
         self,
@@ -64,11 +70,13 @@ class ClusteringModule(L.LightningModule):
         std: float = 0.25,
         channels_last: bool = False,
         eval_scale: float = 1.0,
+        training_plan: PseudoLabelViews | None = None,
     ) -> None:
         super().__init__()
         if eval_scale <= 0:
             raise ValueError(f"eval_scale must be > 0, got {eval_scale}")
-        self.save_hyperparameters(ignore=["optimizer"])
+        self.save_hyperparameters(ignore=["optimizer", "training_plan"])
+        self.training_plan = training_plan if training_plan is not None else PseudoLabelViews(BatchedMultiCropViews())
         self.optimizer_factory = optimizer
         self.backbone = backbone_from_config(backbone, in_chans, checkpoint_path, drop_path_rate)
         if channels_last:
@@ -171,8 +179,6 @@ class ClusteringModule(L.LightningModule):
         self.test_metrics.to(self.device)
 
     def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
-        if dataloader_idx == 0:  # the training images: not needed for this method's report
-            return
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         start = time.perf_counter()

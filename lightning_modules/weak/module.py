@@ -15,6 +15,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from lightning_modules.weak.losses import collaborative_alpha, weak_loss
 from lightning_modules.weak.networks import WeakDefectNet
+from lightning_modules.weak.plan import BalancedPairs
 from lightning_modules.weak.stages import PARTS, Stage, StagePlan
 from metrics.calibration import clean_baseline_offset, shift_scores
 from metrics.detection import DetectionMetrics, best_f1_threshold, detection_summary
@@ -51,8 +52,9 @@ class WeakDetectionModule(L.LightningModule):
     which :meth:`pool` ranks.
 
     Under DDP (``trainer=ddp``, ``W`` ranks) an iteration of the plan is one optimizer step with one batch
-    per rank: ``W`` different balanced pairs per step (as ``data.pairs_per_batch=W`` in one process), for the
-    plan's number of iterations; with ``sync_batchnorm`` the batch-norm statistics span all ``2W`` images.
+    per rank: ``W`` different balanced pairs per step (as ``model.training_plan.pairs_per_batch=W`` in one
+    process), for the plan's number of iterations; with ``sync_batchnorm`` the batch-norm statistics span all
+    ``2W`` images.
     Test scores, the training-image threshold and the pixel metrics are gathered over all ranks, each
     image once, so that every rank's :attr:`fold_result` is what one process would compute.
 
@@ -89,9 +91,11 @@ class WeakDetectionModule(L.LightningModule):
         pixel_thresholds: int = 200,
         lr_reference: float = 0.1,
         pool_clean_score: float | None = 0.01,
+        training_plan: BalancedPairs | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["net", "optimizer"])
+        self.save_hyperparameters(ignore=["net", "optimizer", "training_plan"])
+        self.training_plan = training_plan if training_plan is not None else BalancedPairs()
         self.net = net
         self.optimizer_factory = optimizer
         self.plan = StagePlan(stages if stages is not None else PAPER_STAGES)
