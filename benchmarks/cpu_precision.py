@@ -6,8 +6,8 @@ Tells whether the presets' ``${cpu_precision:bf16-mixed,...}`` (workflow/precisi
 CPU. Each preset's network comes from its composed config (``experiment=cluster_neu_cpu``,
 ``experiment=weak_kolektor_cpu``) and gets batches of random pixels of the preset's shapes, no data needed:
 
-- ``cluster_train_step``: ``data.batch_size`` images x the views (``n_global`` of ``global_size``, ``n_local`` of
-  ``local_size``), forward per view size, cross-entropy, backward, a step of the preset's optimizer;
+- ``cluster_train_step``: ``model.training_plan.batch_size`` images x the views (``n_global`` of ``global_size``,
+  ``n_local`` of ``local_size``), forward per view size, cross-entropy, backward, a step of the preset's optimizer;
 - ``cluster_feature_batch``: one batch of the PseudoLabelReassigner feature pass (``data.eval_batch_size`` images at
   ``data.image_size``), no gradient;
 - ``weak_train_step``: one defective + defect-free pair at ``data.image_size`` through trunk, LNet and DNet,
@@ -66,7 +66,7 @@ def cluster_workloads(precision: str) -> dict[str, Callable[[], object]]:
     cfg = preset("cluster_neu_cpu")
     model = instantiate(cfg.model, optimizer=None, _convert_="all")
     optimizer = instantiate(cfg.optimizer)(params=model.parameters())
-    views, n = cfg.data.views, cfg.data.batch_size
+    views, n = cfg.model.training_plan.views, cfg.model.training_plan.batch_size
     train_views = [torch.rand(n * views.n_global, 1, views.global_size, views.global_size),
                    torch.rand(n * views.n_local, 1, views.local_size, views.local_size)]
     labels = [torch.randint(0, cfg.model.num_clusters, (len(v),)) for v in train_views]

@@ -31,14 +31,14 @@ from hydra.utils import instantiate  # noqa: E402
 
 from clustering.backends import fit_preprocess, fit_standardize, make_faiss_kmeans  # noqa: E402
 from clustering.descriptors import texture_descriptor  # noqa: E402
-from datamodules.base import DecodedDataset  # noqa: E402
+from datamodules.dataset import SampleDataset  # noqa: E402
 from metrics.clustering import clustering_summary, pooled_summary  # noqa: E402
 from workflow.run_info import require_clean_tree, write_result  # noqa: E402
 
 
 def describe(samples: list, size: tuple[int, int], name: str) -> torch.Tensor:
     """The descriptor of every sample's decoded image (pixels / 255, as the feature loader gives them)."""
-    images = DecodedDataset(samples, size).images
+    images = SampleDataset(samples, size).stacked_images()
     describe_batch = texture_descriptor(name)
     return torch.cat([describe_batch(images[i : i + 100].float() / 255) for i in range(0, len(images), 100)])
 

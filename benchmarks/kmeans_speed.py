@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from clustering.backends import KMEANS_BACKENDS, cluster, preprocess  # noqa: E402
 from datamodules import NEUDataModule  # noqa: E402
-from datamodules.base import DecodedDataset  # noqa: E402
+from datamodules.dataset import SampleDataset  # noqa: E402
 from lightning_modules.checkpoints import load_method  # noqa: E402
 from lightning_modules.cluster import create_backbone  # noqa: E402
 from metrics.clustering import clustering_summary  # noqa: E402
@@ -44,7 +44,7 @@ def neu_features(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor, 
     dm = NEUDataModule(root=ROOT / "data" / "NEU-DET", archive=args.archive, image_size=(args.size, args.size))
     dm.prepare_data()
     samples = dm.list_samples()
-    dataset = DecodedDataset(samples, (args.size, args.size))
+    dataset = SampleDataset(samples, (args.size, args.size))
     if args.ckpt:
         model = load_method(args.ckpt)
         extract, source = model.features, f"trained checkpoint {args.ckpt}"
@@ -52,12 +52,12 @@ def neu_features(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor, 
         torch.manual_seed(0)
         backbone = create_backbone(args.backbone, in_chans=1).eval()
         extract, source = (lambda x: backbone((x - 0.5) / 0.25)), f"{args.backbone}, random initialisation"
-    images, targets = dataset.images, dataset.targets
+    images, targets = dataset.stacked_images(), dataset.targets
     if args.crops:
         torch.manual_seed(0)
         crop = v2.Compose([v2.RandomResizedCrop(args.crop_size, scale=(0.3, 1.0), antialias=True),
                            v2.RandomHorizontalFlip(), v2.RandomVerticalFlip()])
-        images = torch.stack([crop(image) for _ in range(args.crops) for image in dataset.images])
+        images = torch.stack([crop(image) for _ in range(args.crops) for image in images])
         targets = targets.repeat(args.crops)
     feats = [extract(images[i : i + 64].float() / 255) for i in range(0, len(images), 64)]
     return torch.cat(feats), targets, source + (f", {args.crops} random {args.crop_size} px crops of each image"

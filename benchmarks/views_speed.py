@@ -37,16 +37,16 @@ def main(argv: list[str] | None = None) -> None:
     commit = require_clean_tree("benchmarks/views_speed.py", args.allow_dirty, ROOT)
     start = time.perf_counter()
     cfg = preset(args.preset)
-    params = {k: (list(v) if not isinstance(v, int | float) else v) for k, v in cfg.data.views.items()
+    params = {k: (list(v) if not isinstance(v, int | float) else v) for k, v in cfg.model.training_plan.views.items()
               if k != "_target_"}
     per_image, per_batch = MultiCropViews(**params), BatchedMultiCropViews(**params)
     device = torch.device(args.device)
-    images = torch.randint(0, 256, (cfg.data.batch_size, 1, *cfg.data.image_size), dtype=torch.uint8)
+    images = torch.randint(0, 256, (cfg.model.training_plan.batch_size, 1, *cfg.data.image_size), dtype=torch.uint8)
     on_device = images.to(device)
     generator = torch.Generator(device).manual_seed(0)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     result = {
-        "batch_size": int(cfg.data.batch_size), "image_size": list(cfg.data.image_size), "views": params,
+        "batch_size": int(cfg.model.training_plan.batch_size), "image_size": list(cfg.data.image_size), "views": params,
         "threads": torch.get_num_threads(), "device": str(device),
         "per_image_s": timed(lambda: [per_image(i.float().div(255)) for i in images], args.repeats),
         "per_batch_s": timed(lambda: (per_batch(on_device.float().div(255), generator), sync()), args.repeats),

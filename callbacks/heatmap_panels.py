@@ -26,7 +26,7 @@ class PanelImages:
 def pick_images(dataset, num_images: int, num_defective: int | None = None) -> PanelImages:
     """The first ``num_defective`` (default: up to ``num_images``) defective images of ``dataset`` in order,
     then defect-free ones up to ``num_images``; ``dataset`` items are dicts with image, mask, label, name."""
-    if hasattr(dataset, "labels"):  # a DecodedDataset: no decoding needed to know the labels
+    if hasattr(dataset, "labels"):  # a SampleDataset: no decoding needed to know the labels
         values = dataset.labels.tolist()
     else:
         values = [float(dataset[i]["label"]) for i in range(len(dataset))]

@@ -36,8 +36,8 @@ def describing(batches: Iterable[dict], descriptor: Callable[[torch.Tensor], tor
 class PseudoLabelReassigner(L.Callback):
     """Every ``every_n_steps`` training steps (and before the first): extract the features of the whole
     training set with the evaluation transform, cluster them into ``num_clusters`` groups, hand the new
-    assignment to the datamodule (``set_pseudo_labels``) and re-initialise the classifier head
-    (``reset_head``), as the paper (and DeepCluster) do: k-means numbers its clusters arbitrarily.
+    assignment to the module's training plan (``training_plan.set_pseudo_labels``) and re-initialise the
+    classifier head (``reset_head``), as the paper (and DeepCluster) do: k-means numbers its clusters arbitrarily.
     With ``align_to_previous`` the new clusters are instead renamed to best match the previous assignment
     (:func:`align_to`) and the head keeps learning: it need not relearn from nothing every ``every_n_steps``
     (not in the paper; a help when the steps between reassignments are few, as on a CPU).
@@ -117,7 +117,7 @@ class PseudoLabelReassigner(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.previous is not None:  # resumed from a checkpoint: keep training on its assignment
-            trainer.datamodule.set_pseudo_labels(self.previous)
+            pl_module.training_plan.set_pseudo_labels(self.previous)
             return
         self.reassign(trainer, pl_module)
 
@@ -167,7 +167,7 @@ class PseudoLabelReassigner(L.Callback):
             if self.label_momentum:
                 assignment = self.vote(assignment)
         assignment = trainer.strategy.broadcast(assignment, src=0)
-        datamodule.set_pseudo_labels(assignment)
+        pl_module.training_plan.set_pseudo_labels(assignment)
         if not align:
             pl_module.reset_head()
             restart_average(trainer, pl_module, "head")  # an average of heads for other cluster numbers is noise

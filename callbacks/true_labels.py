@@ -24,4 +24,4 @@ class TrueLabels(L.Callback):
         if int(targets.max()) >= num_clusters:
             raise ValueError(f"the data has {int(targets.max()) + 1} classes but the head {num_clusters} outputs "
                              f"(model.num_clusters)")
-        datamodule.set_pseudo_labels(targets.clone())
+        pl_module.training_plan.set_pseudo_labels(targets.clone())

@@ -1,81 +1,28 @@
-"""The base DataModule: a sample table split into folds by group, decoded once, served to Lightning."""
+"""The base DataModule: a sample table split into folds by group, served to Lightning, decoded on demand."""
 
 from __future__ import annotations
 
 import random
 from abc import abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from datamodules.archive import download, extract_once
 from datamodules.checks import check_data_args, check_root
+from datamodules.dataset import SampleDataset
+from datamodules.decoded_cache import DecodedCache
 from datamodules.errors import DatasetError
-from datamodules.resumable import ResumableDataLoader
-from datamodules.samples import DecodedCache, Sample
-from datamodules.sampling import BalancedBatchSampler, ShardedBatchSampler, UniformOverLabelsSampler
+from datamodules.samples import Sample
 from datamodules.splits import assign_group_folds
-
-
-class DecodedDataset(Dataset):
-    """Samples decoded (and resized) once through :class:`DecodedCache`; items are dicts of tensors."""
-
-    def __init__(self, samples: Sequence[Sample], size: tuple[int, int]) -> None:
-        self.samples = list(samples)
-        self.size = size
-        decoded = [DecodedCache.get(s, size) for s in self.samples]
-        self.images = torch.stack([d[0] for d in decoded]) if decoded else torch.empty(0, 1, *size)
-        self.masks = torch.stack([d[1] for d in decoded]) if decoded else torch.empty(0, 1, *size)
-        self.labels = torch.tensor([s.label for s in self.samples], dtype=torch.float32)
-        self.mask_known = torch.tensor([s.mask_known for s in self.samples], dtype=torch.bool)
-        self.targets = torch.tensor([s.target for s in self.samples], dtype=torch.long)
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        return {
-            "image": self.images[index].float().div_(255.0),
-            "mask": self.masks[index],
-            "mask_known": self.mask_known[index],
-            "label": self.labels[index],
-            "target": self.targets[index],
-            "index": index,
-            "name": self.samples[index].name,
-        }
-
-
-class ViewsDataset(Dataset):
-    """Training items for the clustering method: the views of an image and its current pseudo-label.
-
-    With a per-batch views transform (``views.per_batch``, :class:`datamodules.views.BatchedMultiCropViews`)
-    an item holds the decoded image instead (``"image"``, uint8), and the DataModule makes the views after the
-    batch reached the training device. The pseudo-labels live in shared memory, so loader workers read the
-    current ones; the DataModule still re-reads them for each batch before its transfer (workers prefetch batches).
-    """
-
-    def __init__(self, base: DecodedDataset, views: Callable[..., list[torch.Tensor]]) -> None:
-        self.base = base
-        self.views = views
-        self.per_batch = bool(getattr(views, "per_batch", False))
-        self.pseudo_labels = torch.zeros(len(base), dtype=torch.long).share_memory_()
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        item = {"pseudo_label": self.pseudo_labels[index], "index": index}
-        if self.per_batch:
-            return item | {"image": self.base.images[index]}
-        return item | {"views": self.views(self.base.images[index].float().div_(255.0))}
+from datamodules.training_plan import TrainingPlan, call_hook
 
 
 class DefectDataModule(L.LightningDataModule):
-    """Base of every dataset: list samples (a pure function), split 3 folds by group, decode, serve.
+    """Base of every dataset: list samples (a pure function), split 3 folds by group, serve (decoding on demand).
 
     Subclasses implement :meth:`list_samples` and, where the dataset has an official split,
     :meth:`official_test_groups`. Folds never split a group (for KolektorSDD: a commutator ``kosNN``).
@@ -87,12 +34,6 @@ class DefectDataModule(L.LightningDataModule):
         fold: the test fold, ``0 .. num_folds-1``; the other folds train.
         num_defective: keep this many defective training images (seeded); ``None`` keeps all.
         image_size: (H, W) every image is resized to.
-        pairs_per_batch: defective + defect-free pairs per training batch (1 = the paper's batch of 1+1).
-        train_mode: ``"pairs"`` (balanced defective/defect-free batches, the weak method) or ``"views"``
-            (multi-view crops with pseudo-labels, sampled uniformly over pseudo-classes: the clustering
-            method; set the labels with :meth:`set_pseudo_labels`).
-        views: the multi-view transform for ``train_mode="views"`` (e.g. :class:`datamodules.views.MultiCropViews`).
-        batch_size: images per training batch in ``"views"`` mode.
         test_groups: explicit test groups per fold, overriding the official or the generated split.
         seed: chooses the ``num_defective`` images and orders the training batches.
         split_seed: the generated split by group (datasets without an official one); fixed apart from
@@ -100,6 +41,14 @@ class DefectDataModule(L.LightningDataModule):
         val_fraction: hold out about this fraction of the training groups (stratified, by ``split_seed``)
             as a validation set, before ``num_defective`` applies; 0 = no validation. The weak method then
             reports ``val/ap`` and keeps the best checkpoint on it (never chosen on the test fold).
+        num_workers: loader workers (they decode the images).
+        cache: ``"ram"``: keep decoded images in RAM, up to ``cache_max_gib`` per process
+            (:class:`~datamodules.decoded_cache.DecodedCache`: fill-until-full; each loader worker holds its own);
+            ``"none"``: decode at every read.
+        cache_max_gib: the cache's size limit in GiB.
+
+    How the training images are sampled and augmented is the attached module's ``training_plan``
+    (:class:`~datamodules.training_plan.TrainingPlan`), not the DataModule's.
     """
 
     def __init__(
@@ -112,16 +61,14 @@ class DefectDataModule(L.LightningDataModule):
         num_folds: int = 3,
         num_defective: int | None = None,
         image_size: Sequence[int] = (1408, 512),
-        pairs_per_batch: int = 1,
         test_groups: Sequence[Sequence[str]] | None = None,
         seed: int = 0,
         split_seed: int = 0,
         num_workers: int = 0,
         eval_batch_size: int = 4,
-        train_mode: str = "pairs",
-        views: Callable[[torch.Tensor], list[torch.Tensor]] | None = None,
-        batch_size: int = 32,
         val_fraction: float = 0.0,
+        cache: str = "ram",
+        cache_max_gib: float = 2.0,
     ) -> None:
         super().__init__()
         check_data_args(root, archive, url, sha256, num_folds, num_defective, image_size, self.download_hint)
@@ -138,20 +85,12 @@ class DefectDataModule(L.LightningDataModule):
         self.num_folds = num_folds
         self.num_defective = num_defective
         self.image_size = (int(image_size[0]), int(image_size[1]))
-        self.pairs_per_batch = pairs_per_batch
         self.test_groups = [list(g) for g in test_groups] if test_groups else None
         self.seed = seed
         self.split_seed = split_seed
         self.num_workers = num_workers
         self.eval_batch_size = eval_batch_size
-        if train_mode not in ("pairs", "views"):
-            raise ValueError(f"train_mode must be 'pairs' or 'views', got {train_mode!r}")
-        if train_mode == "views" and views is None:
-            raise ValueError("train_mode='views' needs a views transform (data.views)")
-        self.train_mode = train_mode
-        self.views = views
-        self.batch_size = batch_size
-        self._views_batch_of_step: tuple[int | None, int] = (None, -1)
+        self.cache = DecodedCache.from_config(cache, cache_max_gib)
         self.train_samples: list[Sample] = []
         self.val_samples: list[Sample] = []
         self.test_samples: list[Sample] = []
@@ -271,11 +210,9 @@ class DefectDataModule(L.LightningDataModule):
         if not self.root.exists():
             raise DatasetError(f"dataset root {self.root} does not exist; {self.download_hint}")
         self.train_samples, self.test_samples = self.split(self.list_samples())
-        self.train_set = DecodedDataset(self.train_samples, self.image_size)
-        self.val_set = DecodedDataset(self.val_samples, self.image_size)
-        self.test_set = DecodedDataset(self.test_samples, self.image_size)
-        if self.train_mode == "views":
-            self.views_set = ViewsDataset(self.train_set, self.views)
+        self.train_set = SampleDataset(self.train_samples, self.image_size, self.cache)
+        self.val_set = SampleDataset(self.val_samples, self.image_size, self.cache)
+        self.test_set = SampleDataset(self.test_samples, self.image_size, self.cache)
 
     # -- loaders --------------------------------------------------------------------------------
     def _world(self) -> tuple[int, int]:
@@ -283,35 +220,19 @@ class DefectDataModule(L.LightningDataModule):
         trainer = self.trainer
         return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
 
-    def train_dataloader(self) -> DataLoader:
-        """Training batches; under DDP (``W`` ranks) this rank's share of the single-process batches.
+    def training_plan(self) -> TrainingPlan:
+        """The attached module's ``training_plan`` (how its method samples and augments training images)."""
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        plan = getattr(module, "training_plan", None)
+        if plan is None:
+            raise ValueError("training needs a module with a training_plan (model.training_plan): "
+                             f"{type(module).__name__} has none")
+        return plan
 
-        A global step is then one batch per rank, ``W`` batches in all (``W`` balanced pairs per step for the
-        weak method, ``W * batch_size`` images for the clustering method); the step counts (``max_steps``,
-        the stage plan) are unchanged. The ranks take consecutive batches of the same seeded order
-        (:class:`ShardedBatchSampler`; no image twice in a step in ``"pairs"`` mode). With one process the
-        loader is the single-process one.
-        """
+    def train_dataloader(self) -> DataLoader:
+        """The training batches of the module's plan (:meth:`training_plan`); under DDP this rank's share."""
         world, rank = self._world()
-        if self.train_mode == "views":
-            sampler = UniformOverLabelsSampler(self.views_set.pseudo_labels, seed=self.seed)
-            if world == 1:
-                return ResumableDataLoader(self.views_set, batch_size=self.batch_size, sampler=sampler,
-                                           drop_last=True, num_workers=self.num_workers,
-                                           persistent_workers=self.num_workers > 0)
-            batches = ShardedBatchSampler(BatchSampler(sampler, self.batch_size, drop_last=True), world, rank)
-            return ResumableDataLoader(self.views_set, batch_sampler=batches, num_workers=self.num_workers,
-                                       persistent_workers=self.num_workers > 0)
-        labels = self.train_set.labels
-        sampler = BalancedBatchSampler(
-            defective=torch.nonzero(labels == 1).flatten().tolist(),
-            clean=torch.nonzero(labels == 0).flatten().tolist(),
-            pairs=self.pairs_per_batch,
-            seed=self.seed,
-        )
-        if world > 1:
-            sampler = ShardedBatchSampler(sampler, world, rank, distinct_period=2)
-        return ResumableDataLoader(self.train_set, batch_sampler=sampler, num_workers=self.num_workers)
+        return self.training_plan().train_dataloader(self.train_set, world, rank, self.num_workers, self.seed)
 
     def _eval_loader(self, dataset: Dataset, shard: bool = False) -> DataLoader:
         """In order; with ``shard`` under DDP this rank's share (a DistributedSampler, which pads the last
@@ -326,42 +247,29 @@ class DefectDataModule(L.LightningDataModule):
         return self._eval_loader(self.val_set, shard=True) if self.val_samples else []
 
     def test_dataloader(self) -> list[DataLoader]:
-        """Two loaders: the training images (to fix a threshold without test data), then the test fold."""
-        return [self._eval_loader(self.train_set, shard=True), self._eval_loader(self.test_set, shard=True)]
+        """The test fold; first the training images too (to fix a threshold without test data) where the attached
+        module's class says ``tests_training_images`` (the default without a module)."""
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        test = self._eval_loader(self.test_set, shard=True)
+        if getattr(module, "tests_training_images", True):
+            return [self._eval_loader(self.train_set, shard=True), test]
+        return [test]
+
+    def _training_batch(self) -> bool:
+        return self.trainer is not None and self.trainer.training
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """A training batch in ``"views"`` mode, before it moves to the device: its pseudo-labels re-read from the
-        current assignment (a batch a loader worker prefetched before a reassignment carries the old ones)."""
-        if self._is_views_batch(batch):
-            batch["pseudo_label"] = self.views_set.pseudo_labels[batch["index"]]
+        """A training batch before it moves to the device: the plan's ``on_before_batch_transfer``, if it has one."""
+        if self._training_batch():
+            return call_hook(self.training_plan(), "on_before_batch_transfer", batch, dataloader_idx)
         return batch
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """A training batch in ``"views"`` mode with a per-batch views transform, on the training device: its views
-        made here from the decoded images (random draws from :meth:`_views_generator`)."""
-        if self._is_views_batch(batch) and self.views_set.per_batch:
-            images = batch.pop("image").float().div_(255.0)
-            batch["views"] = self.views(images, self._views_generator(images.device))
+        """A training batch on the training device: the plan's ``on_after_batch_transfer`` (given the global step)."""
+        if self._training_batch():
+            return call_hook(self.training_plan(), "on_after_batch_transfer", batch, dataloader_idx,
+                             self.trainer.global_step)
         return batch
-
-    def _is_views_batch(self, batch: Any) -> bool:
-        return self.train_mode == "views" and isinstance(batch, dict) and "pseudo_label" in batch
-
-    def _views_generator(self, device: torch.device) -> torch.Generator:
-        """The per-batch views' random stream: seeded by ``seed``, the global step, the rank and the batch's place
-        among those of the same step (several with gradient accumulation), so a resumed run draws the same views."""
-        step, rank = (self.trainer.global_step, self.trainer.global_rank) if self.trainer is not None else (0, 0)
-        last_step, count = self._views_batch_of_step
-        count = count + 1 if step == last_step else 0
-        self._views_batch_of_step = (step, count)
-        return torch.Generator(device).manual_seed(((self.seed * 1_000_003 + step) * 1009 + rank) * 31 + count)
-
-    def set_pseudo_labels(self, labels: torch.Tensor) -> None:
-        """Replace the training images' pseudo-labels in place (shared memory: the sampler and the loader workers see
-        the change)."""
-        if len(labels) != len(self.train_set):
-            raise ValueError(f"{len(labels)} pseudo-labels for {len(self.train_set)} training images")
-        self.views_set.pseudo_labels.copy_(torch.as_tensor(labels, dtype=torch.long))
 
     def feature_dataloader(self, world_size: int = 1, rank: int = 0) -> DataLoader:
         """The training images with the evaluation transform, this rank's share under DDP, in order."""

@@ -22,12 +22,12 @@ from typing import Any
 
 from datamodules.base import DefectDataModule
 from datamodules.errors import DatasetError
+from datamodules.image_files import image_files
 from datamodules.samples import Sample
 from datamodules.splits import assign_group_folds
 
 MODES = ("per_texture", "pooled")
 _TEXTURE = re.compile(r"^Class(\d+)$")
-_IMAGE_SUFFIXES = {".png", ".bmp", ".jpg", ".jpeg"}
 
 
 def texture_of(sample: Sample) -> str:
@@ -87,15 +87,11 @@ def list_dagm_split(folder: str | Path) -> list[Sample]:
     return samples
 
 
-def _images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES)
-
-
 def list_dagm_dev_texture(clean_dir: Path, defective_dir: Path) -> list[Sample]:
     """The development-set layout: ``ClassN/*.png`` defect-free, ``ClassN_def/*.png`` defective, no masks."""
     samples = []
     for folder, label in ((clean_dir, 0), (defective_dir, 1)):
-        for image in _images(folder):
+        for image in image_files(folder):
             name = f"{folder.name}/{image.stem}"
             samples.append(Sample(name=name, image=image, label=label, group=name, target=label))
     return samples

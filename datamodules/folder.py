@@ -23,12 +23,8 @@ from typing import Any
 from datamodules.base import DefectDataModule
 from datamodules.checks import warn_orphan_masks
 from datamodules.errors import DatasetError
-from datamodules.samples import IMAGE_SUFFIXES, Sample
-
-
-def image_files(folder: Path) -> list[Path]:
-    """The image files directly in ``folder``, sorted by name."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+from datamodules.image_files import IMAGE_SUFFIXES, image_files
+from datamodules.samples import Sample
 
 
 def class_folders(root: str | Path, exclude: Path | None = None) -> list[Path]:
@@ -49,8 +45,8 @@ def find_mask(masks_root: Path, class_name: str, stem: str) -> Path | None:
     folder = masks_root / class_name
     if not folder.is_dir():
         return None
-    matches = [p for p in folder.iterdir() if p.stem == stem and p.suffix.lower() in IMAGE_SUFFIXES]
-    return sorted(matches)[0] if matches else None
+    matches = [p for p in image_files(folder) if p.stem == stem]
+    return matches[0] if matches else None
 
 
 #: the mask tree's folder inside ``root`` that is used when no ``masks_root`` is given

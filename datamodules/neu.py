@@ -21,13 +21,13 @@ from typing import Any
 
 from datamodules.base import DefectDataModule
 from datamodules.errors import DatasetError
+from datamodules.image_files import image_files
 from datamodules.samples import Sample
 
 #: The class names in target order.
 NEU_CLASSES: list[str] = ["crazing", "inclusion", "patches", "pitted_surface", "rolled-in_scale", "scratches"]
 #: NEU-CLS file-name prefixes (compared case-insensitively) -> class index.
 NEU_CLS_PREFIXES: dict[str, int] = {"cr": 0, "in": 1, "pa": 2, "ps": 3, "rs": 4, "sc": 5}
-IMAGE_SUFFIXES = {".bmp", ".jpg", ".jpeg", ".png", ".tif", ".tiff"}
 
 Box = tuple[int, int, int, int]
 
@@ -38,8 +38,7 @@ def natural_key(path: Path) -> tuple:
 
 
 def _image_files(folder: Path) -> list[Path]:
-    return sorted((p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
-                  key=natural_key)
+    return image_files(folder, key=natural_key)
 
 
 def _child_dir(folder: Path, name: str) -> Path | None:

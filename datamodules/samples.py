@@ -1,4 +1,4 @@
-"""The sample table every dataset is listed as, and decoding of its images into a cache."""
+"""The sample table every dataset is listed as, and the decoding of one sample (image and mask)."""
 
 from __future__ import annotations
 
@@ -46,16 +46,37 @@ class Sample:
         return f"class{self.target}" if self.target >= 0 else f"label{self.label}"
 
 
-#: file suffixes taken as images (compared case-insensitively)
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+#: PIL modes of more than 8 bits per pixel (16-bit and 32-bit integer, 32-bit float), scaled by :func:`to_8bit`
+HIGH_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+
+
+def to_8bit(image: Image.Image, path: Path | str = "") -> Image.Image:
+    """A 16-bit, 32-bit integer or 32-bit float grayscale image as 8-bit ``L``, by its own min..max.
+
+    Pixel ``v`` becomes ``round(255 * (v - min) / (max - min))`` (a constant image: 0). PIL's own conversion
+    clips every value above 255, so a 16-bit image came out solid white. Why the image's own range rather than
+    the format's (``v / 257`` for 16 bits): the format's full range has no meaning for a float TIFF, and a 12-bit
+    camera stored in 16 bits (0..4095) would keep 16 grey levels of 256; the image's own range keeps its
+    contrast for any container. The scale is a function of the file alone, so ``predict.py`` (the same
+    decoder) sees exactly what training saw for the same file. What it gives up: brightness differences
+    *between* images (each is stretched to 0..255). A file holding NaN or infinite values is an error naming it.
+    """
+    values = np.asarray(image, dtype=np.float64)
+    if not np.isfinite(values).all():
+        raise DatasetError(f"image {path} ({image.mode}) holds NaN or infinite values; cannot scale it to 8 bits")
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    scaled = np.zeros_like(values) if high <= low else (values - low) * (255.0 / (high - low))
+    return Image.fromarray(np.rint(scaled).astype(np.uint8), mode="L")
 
 
 def read_image(path: Path, mode: str = "L") -> Image.Image:
     """Open an image file in PIL ``mode`` (8-bit grayscale by default), raising :class:`DatasetError` naming
-    the file."""
+    the file. Images of more than 8 bits per pixel are scaled to 8 bits first (:func:`to_8bit`)."""
     try:
         with Image.open(path) as img:
             img.load()
+            if img.mode in HIGH_DEPTH_MODES:
+                return to_8bit(img, path).convert(mode)
             return img.convert(mode)
     except (OSError, UnidentifiedImageError) as err:
         raise DatasetError(f"cannot read image {path}: {err}") from err
@@ -113,20 +134,3 @@ def decode_sample(sample: Sample, size: tuple[int, int]) -> tuple[torch.Tensor, 
         small = Image.fromarray(full.astype(np.float32)).resize((width, height), Image.Resampling.BOX)
         mask = np.asarray(small) > 0
     return to_pixels(image, size), torch.from_numpy(mask.copy())[None]
-
-
-class DecodedCache:
-    """Process-wide cache of decoded, resized samples, so neither epochs nor folds decode a file twice."""
-
-    _store: dict[tuple[str, tuple[int, int]], tuple[torch.Tensor, torch.Tensor]] = {}
-
-    @classmethod
-    def get(cls, sample: Sample, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        key = (f"{sample.image}|{sample.mask}|{hash(sample.mask_rle)}", tuple(size))
-        if key not in cls._store:
-            cls._store[key] = decode_sample(sample, size)
-        return cls._store[key]
-
-    @classmethod
-    def clear(cls) -> None:
-        cls._store.clear()

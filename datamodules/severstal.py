@@ -27,12 +27,12 @@ from typing import Any
 
 from datamodules.base import DefectDataModule
 from datamodules.errors import DatasetError
+from datamodules.image_files import IMAGE_SUFFIXES, image_files
 from datamodules.rle import rle_runs
 from datamodules.samples import Sample
 from datamodules.splits import load_split_pickle
 
 SEVERSTAL_SHAPE = (256, 1600)
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
 MULTI_CLASS_RULES = ("largest_area", "first")
 #: The class names in target order, per ``num_classes``.
 SEVERSTAL_CLASSES: dict[int, list[str]] = {
@@ -201,7 +201,7 @@ def list_severstal_samples(
                            f"train.csv + train_images/<ImageId>")
     csv_path = root / "train.csv"
     defects = read_severstal_csv(csv_path, (int(image_shape[0]), int(image_shape[1])))
-    images = {p.name: p for p in images_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES}
+    images = {p.name: p for p in image_files(images_dir)}
     for image_id, rows in defects.items():
         if image_id not in images:
             raise DatasetError(f"{csv_path} line {rows[0].line}: image {image_id} is not in {images_dir}")

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from datamodules.samples import DecodedCache
 from datamodules.synthetic import write_kolektor_like
 
 os.environ.setdefault("WANDB_MODE", "offline")
@@ -26,12 +25,6 @@ def kolektor_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def fresh_kolektor(tmp_path: Path) -> Path:
     """A small KolektorSDD-layout dataset of the test's own, free to damage."""
     return write_kolektor_like(tmp_path / "KolektorSDD", num_folders=6, parts_per_folder=3, size=(64, 32), seed=2)
-
-
-@pytest.fixture(autouse=True)
-def _clear_decoded_cache():
-    yield
-    DecodedCache.clear()
 
 
 @pytest.fixture(scope="session")

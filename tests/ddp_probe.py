@@ -42,8 +42,8 @@ class DDPProbe(L.Callback):
             dist.all_gather_object(records, (self.batches, self.labels))
         else:
             records = [(self.batches, self.labels)]
-        views = getattr(trainer.datamodule, "views_set", None)  # the clustering method's pseudo-labels
-        pseudo = pl_module.all_gather(views.pseudo_labels.to(pl_module.device)) if views is not None else None
+        views = getattr(pl_module.training_plan, "pseudo_labels", None)  # the clustering method's pseudo-labels
+        pseudo = pl_module.all_gather(views.to(pl_module.device)) if views is not None else None
         history = next((c.history for c in trainer.callbacks if hasattr(c, "history")), [])
         if trainer.is_global_zero:
             def same(x: torch.Tensor) -> bool:

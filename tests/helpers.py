@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
 
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
@@ -103,3 +104,15 @@ def load_benchmark(name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def all_masks(dataset) -> torch.Tensor:
+    """Every item's mask of a :class:`~datamodules.dataset.SampleDataset`, stacked (decoded now)."""
+    return torch.stack([dataset[i]["mask"] for i in range(len(dataset))])
+
+
+def pair_batches(dm: DefectDataModule, pairs_per_batch: int = 1) -> list[dict]:
+    """One epoch of the weak method's training batches (:class:`BalancedPairs`) over ``dm``'s training set."""
+    from lightning_modules.weak.plan import BalancedPairs
+
+    return list(BalancedPairs(pairs_per_batch).train_dataloader(dm.train_set, 1, 0, 0, dm.seed))

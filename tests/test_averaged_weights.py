@@ -18,6 +18,7 @@ from datamodules import NEUDataModule
 from datamodules.synthetic import write_neu_cls
 from datamodules.views import MultiCropViews
 from lightning_modules.cluster import ClusteringModule
+from lightning_modules.cluster.plan import PseudoLabelViews
 from tests.helpers import compose_cfg
 from train import build_callbacks
 
@@ -51,11 +52,11 @@ def test_reassignments_cluster_the_averaged_weights_features(tmp_path: Path, fro
     restarts the average's head (with align_to_previous the head is kept, and so is its average)."""
     root = write_neu_cls(tmp_path / "NEU-CLS", per_class=4, size=(32, 32), seed=1)
     views = MultiCropViews(global_size=32, local_size=32, n_global=1, n_local=1)
-    dm = NEUDataModule(root=root, image_size=(32, 32), train_mode="views", views=views, batch_size=8,
-                       eval_batch_size=16)
+    dm = NEUDataModule(root=root, image_size=(32, 32), eval_batch_size=16)
     torch.manual_seed(0)
     model = ClusteringModule(partial(torch.optim.AdamW, lr=1e-2), backbone="resnet18", num_clusters=3,
-                             num_classes=6, warmup_steps=1, max_steps=5)
+                             num_classes=6, warmup_steps=1, max_steps=5,
+                             training_plan=PseudoLabelViews(views, batch_size=8))
     kmeans = PseudoLabelReassigner(num_clusters=3, every_n_steps=2, pca_dim=4, nredo=1, align_to_previous=align,
                          features_from_average=from_average)
     ema = EMAWeightAveraging(decay=0.5)

@@ -336,8 +336,9 @@ def test_debug_fast_runs_a_clustering_preset(tmp_path: Path, neu_root: Path) -> 
 
 def test_clustering_run_without_a_training_batch_fails(tmp_path: Path, capsys, neu_root: Path) -> None:
     err, _ = fail_run(tmp_path / "run", capsys, "experiment=cluster_neu_cpu", "debug=fast", f"data.root={neu_root}",
-                      "data.archive=null", "model.backbone.name=resnet18", "data.batch_size=64")
-    assert "no training batch: 16 training images give 0 complete batches" in err and "data.batch_size" in err
+                      "data.archive=null", "model.backbone.name=resnet18", "model.training_plan.batch_size=64")
+    assert "no training batch: 16 training images give 0 complete batches" in err
+    assert "model.training_plan.batch_size" in err
 
 
 # -- case 18: predict.py on_error -----------------------------------------------------------------------

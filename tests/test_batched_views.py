@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import lightning as L
 import pytest
@@ -15,6 +14,7 @@ from torchvision.transforms.v2 import functional as TF
 from datamodules import NEUDataModule
 from datamodules.synthetic import write_neu_cls
 from datamodules.views import BatchedMultiCropViews, MultiCropViews, random_resized_boxes
+from lightning_modules.cluster.plan import PseudoLabelViews
 from tests.helpers import compose_cfg
 
 
@@ -101,21 +101,22 @@ def neu_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 class RecordingModule(L.LightningModule):
-    """Records, at every training step, the batch's pseudo-labels against the datamodule's current ones,
+    """Records, at every training step, the batch's pseudo-labels against the plan's current ones,
     and the views' sizes; sets new pseudo-labels after step 2."""
 
-    def __init__(self) -> None:
+    def __init__(self, training_plan: PseudoLabelViews) -> None:
         super().__init__()
+        self.training_plan = training_plan
         self.layer = torch.nn.Linear(1, 6)
         self.seen: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.view_shapes: list[tuple[int, ...]] = []
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        table = self.trainer.datamodule.views_set.pseudo_labels
+        table = self.training_plan.pseudo_labels
         self.seen.append((batch["pseudo_label"].clone(), table[batch["index"]].clone()))
         self.view_shapes = [tuple(v.shape) for v in batch["views"]]
         if self.global_step == 2:
-            self.trainer.datamodule.set_pseudo_labels(torch.arange(len(table)) % 6)
+            self.training_plan.set_pseudo_labels(torch.arange(len(table)) % 6)
         return self.layer(torch.stack([v.mean() for v in batch["views"]])[:, None]).sum()
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
@@ -128,9 +129,8 @@ def test_workers_train_on_the_current_pseudo_labels(neu_root: Path, batched: boo
     assignment in force at that step; with BatchedMultiCropViews the views are made at transfer."""
     views = (BatchedMultiCropViews if batched else MultiCropViews)(global_size=16, local_size=8, n_global=1,
                                                                    n_local=2)
-    dm = NEUDataModule(root=neu_root, image_size=(32, 32), train_mode="views", views=views, batch_size=4,
-                       num_workers=2)
-    model = RecordingModule()
+    dm = NEUDataModule(root=neu_root, image_size=(32, 32), num_workers=2)
+    model = RecordingModule(PseudoLabelViews(views, batch_size=4))
     trainer = L.Trainer(max_steps=8, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(model, datamodule=dm)
@@ -139,44 +139,46 @@ def test_workers_train_on_the_current_pseudo_labels(neu_root: Path, batched: boo
         assert torch.equal(got, current)
     assert any(bool(current.any()) for _, current in model.seen[3:])  # the new labels reached training
     assert model.view_shapes == [(4, 1, 16, 16), (4, 1, 8, 8), (4, 1, 8, 8)]
-    item = dm.views_set[0]
+    item = trainer.train_dataloader.dataset[0]
     assert ("image" in item) == batched and ("views" in item) != batched
     if batched:
         assert item["image"].dtype == torch.uint8
 
 
 def test_loader_workers_see_new_pseudo_labels(neu_root: Path) -> None:
-    dm = NEUDataModule(root=neu_root, image_size=(32, 32), train_mode="views", views=MultiCropViews(16, 8, 1, 1),
-                       batch_size=4)
+    dm = NEUDataModule(root=neu_root, image_size=(32, 32))
     dm.setup("fit")
-    loader = DataLoader(dm.views_set, batch_size=len(dm.views_set), num_workers=1, persistent_workers=True)
+    plan = PseudoLabelViews(MultiCropViews(16, 8, 1, 1), batch_size=4)
+    views_set = plan.train_dataloader(dm.train_set, 1, 0, 0, 0).dataset
+    loader = DataLoader(views_set, batch_size=len(views_set), num_workers=1, persistent_workers=True)
     assert not bool(next(iter(loader))["pseudo_label"].any())
-    dm.set_pseudo_labels(torch.arange(len(dm.views_set)) % 6)
-    assert torch.equal(next(iter(loader))["pseudo_label"], torch.arange(len(dm.views_set)) % 6)
+    plan.set_pseudo_labels(torch.arange(len(views_set)) % 6)
+    assert torch.equal(next(iter(loader))["pseudo_label"], torch.arange(len(views_set)) % 6)
 
 
 def test_gpu_presets_make_views_on_the_device_and_cpu_presets_in_the_loader() -> None:
     for experiment, target in [("cluster_neu", BatchedMultiCropViews), ("cluster_dagm", BatchedMultiCropViews),
                                ("cluster_neu_cpu", MultiCropViews), ("cluster_severstal_2c_cpu", MultiCropViews)]:
         cfg = compose_cfg([f"experiment={experiment}"])
-        assert cfg.data.views._target_ == f"{target.__module__}.{target.__name__}", experiment
+        assert cfg.model.training_plan.views._target_ == f"{target.__module__}.{target.__name__}", experiment
 
 
 def test_views_draws_differ_per_batch_and_repeat_after_a_resume(neu_root: Path) -> None:
-    def datamodule(step: int, rank: int = 0) -> NEUDataModule:
-        dm = NEUDataModule(root=neu_root, image_size=(32, 32), train_mode="views", batch_size=4,
-                           views=BatchedMultiCropViews(16, 8, 1, 1))
-        dm.trainer = SimpleNamespace(global_step=step, global_rank=rank)
-        return dm
+    dm = NEUDataModule(root=neu_root, image_size=(32, 32))
+    dm.setup("fit")
 
-    def draw(dm: NEUDataModule) -> float:
-        return float(torch.rand(1, generator=dm._views_generator(torch.device("cpu"))))
+    def plan_of(rank: int = 0) -> PseudoLabelViews:
+        plan = PseudoLabelViews(BatchedMultiCropViews(16, 8, 1, 1), batch_size=4)
+        plan.train_dataloader(dm.train_set, 2, rank, 0, seed=0)
+        return plan
 
-    dm = datamodule(5)
-    first, second = draw(dm), draw(dm)  # two batches of step 5 (gradient accumulation)
-    dm.trainer.global_step = 6
-    third = draw(dm)
+    def draw(plan: PseudoLabelViews, step: int) -> float:
+        return float(torch.rand(1, generator=plan.views_generator(torch.device("cpu"), step)))
+
+    plan = plan_of()
+    first, second = draw(plan, 5), draw(plan, 5)  # two batches of step 5 (gradient accumulation)
+    third = draw(plan, 6)
     assert len({first, second, third}) == 3
-    resumed = datamodule(5)
-    assert (draw(resumed), draw(resumed)) == (first, second)
-    assert draw(datamodule(5, rank=1)) != first
+    resumed = plan_of()
+    assert (draw(resumed, 5), draw(resumed, 5)) == (first, second)
+    assert draw(plan_of(rank=1), 5) != first

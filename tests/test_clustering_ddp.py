@@ -28,11 +28,12 @@ def test_train_py_with_two_processes_clusters_once_and_counts_every_test_image_o
     run_dir, probe = tmp_path / "run", tmp_path / "probe.json"
     overrides = [
         "experiment=cluster_neu_cpu", f"data.root={root}", "data.archive=null", "data.image_size=[32,32]",
-        "data.views.global_size=32", "data.views.local_size=32", "data.views.n_local=2", "data.batch_size=8",
+        "model.training_plan.views.global_size=32", "model.training_plan.views.local_size=32",
+        "model.training_plan.views.n_local=2", "model.training_plan.batch_size=8",
         "data.eval_batch_size=4", "model.max_steps=4", "model.warmup_steps=1",
         "callbacks.pseudo_labels.every_n_steps=2",
         "callbacks.pseudo_labels.pca_dim=8", "callbacks.pseudo_labels.nredo=1", "folds=[2]", "logger=none",
-        "data.views._target_=datamodules.views.BatchedMultiCropViews",
+        "model.training_plan.views._target_=datamodules.views.BatchedMultiCropViews",
     ]
     # rank 1's random stream is put out of step: the heads re-initialised at each reassignment must still agree
     run_ddp_sim(overrides, run_dir, probe, "+callbacks.probe.label_key=pseudo_label",

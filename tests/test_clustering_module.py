@@ -27,6 +27,7 @@ from datamodules import NEUDataModule
 from datamodules.synthetic import write_neu_cls
 from datamodules.views import MultiCropViews
 from lightning_modules.cluster import ClusteringModule, backbone_from_config, create_backbone
+from lightning_modules.cluster.plan import PseudoLabelViews
 from metrics.clustering import clustering_summary
 from tests.conftest import PROJECT_ROOT
 from tests.helpers import compose_cfg, load_benchmark
@@ -38,9 +39,12 @@ def neu_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def neu_dm(root: Path, **kwargs) -> NEUDataModule:
-    views = MultiCropViews(global_size=32, local_size=32, n_global=2, n_local=2)  # ConvNeXt needs >= 32 px
-    return NEUDataModule(root=root, image_size=(32, 32), train_mode="views", views=views, batch_size=8,
-                         eval_batch_size=16, **kwargs)
+    return NEUDataModule(root=root, image_size=(32, 32), eval_batch_size=16, **kwargs)
+
+
+def views_plan() -> PseudoLabelViews:
+    """8 images x 2 + 2 views of 32 px (ConvNeXt needs >= 32 px), made in the loader."""
+    return PseudoLabelViews(MultiCropViews(global_size=32, local_size=32, n_global=2, n_local=2), batch_size=8)
 
 
 def test_views_have_the_configured_sizes() -> None:
@@ -81,7 +85,7 @@ def test_backbone_config_node_and_plain_name(tmp_path: Path) -> None:
 def test_fit_reassigns_pseudo_labels_every_k_steps_and_tests(neu_root: Path, tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = ClusteringModule(partial(torch.optim.AdamW, lr=1e-3), backbone="convnextv2_atto", num_clusters=6,
-                             num_classes=6, warmup_steps=2, max_steps=7)
+                             num_classes=6, warmup_steps=2, max_steps=7, training_plan=views_plan())
     kmeans = PseudoLabelReassigner(num_clusters=6, every_n_steps=3, pca_dim=8, nredo=1)
     dm = neu_dm(neu_root)
     heads: list[torch.Tensor] = []
@@ -109,7 +113,7 @@ def test_fit_reassigns_pseudo_labels_every_k_steps_and_tests(neu_root: Path, tmp
     last = clustering_summary(kmeans.previous, dm.train_set.targets, 6, 6)
     assert kmeans.history[-1]["acc_to_truth"] == pytest.approx(last["acc"])
     assert kmeans.history[-1]["nmi_to_truth"] == pytest.approx(last["nmi"])
-    assert torch.equal(dm.views_set.pseudo_labels, kmeans.previous)
+    assert torch.equal(model.training_plan.pseudo_labels, kmeans.previous)
     assert len(heads) == 2 and not torch.equal(heads[0], heads[1])
     trainer.test(model, datamodule=dm, verbose=False)
     metrics = model.fold_result["metrics"]
@@ -122,7 +126,8 @@ def test_aligned_reassignments_keep_the_head_and_bf16_channels_last_features_are
     are renamed after the previous one; bf16-mixed extracts float32 features from a channels-last backbone."""
     torch.manual_seed(0)
     model = ClusteringModule(partial(torch.optim.AdamW, lr=1e-3), backbone="resnet18", num_clusters=3,
-                             num_classes=6, warmup_steps=2, max_steps=7, channels_last=True)
+                             num_classes=6, warmup_steps=2, max_steps=7, channels_last=True,
+                             training_plan=views_plan())
     assert model.backbone.conv1.weight.is_contiguous(memory_format=torch.channels_last)
     kmeans = PseudoLabelReassigner(num_clusters=3, every_n_steps=2, pca_dim=8, nredo=1, align_to_previous=True)
     resets: list[int] = []
@@ -135,8 +140,9 @@ def test_aligned_reassignments_keep_the_head_and_bf16_channels_last_features_are
     model.reset_head = spy  # type: ignore[method-assign]
     assignments: list[torch.Tensor] = []
     dm = neu_dm(neu_root)
-    set_labels = dm.set_pseudo_labels
-    dm.set_pseudo_labels = lambda labels: (assignments.append(labels.clone()), set_labels(labels))  # type: ignore
+    set_labels = model.training_plan.set_pseudo_labels
+    model.training_plan.set_pseudo_labels = (  # type: ignore[method-assign]
+        lambda labels: (assignments.append(labels.clone()), set_labels(labels)))
     trainer = L.Trainer(accelerator="cpu", max_steps=7, max_epochs=-1, logger=False, callbacks=[kmeans],
                         precision="bf16-mixed", enable_progress_bar=False, enable_checkpointing=False)
     trainer.fit(model, datamodule=dm)
@@ -176,7 +182,7 @@ def test_the_descriptor_of_each_training_image_is_clustered_beside_its_features(
     for descriptor in ("lbp_moments", None):
         torch.manual_seed(0)
         model = ClusteringModule(partial(torch.optim.AdamW, lr=1e-3), backbone="resnet18", num_clusters=3,
-                                 num_classes=6, warmup_steps=1, max_steps=5)
+                                 num_classes=6, warmup_steps=1, max_steps=5, training_plan=views_plan())
         kmeans = PseudoLabelReassigner(num_clusters=3, every_n_steps=2, pca_dim=8, nredo=1, descriptor=descriptor,
                              descriptor_weight=2.5)
         if kmeans.descriptor is not None:
@@ -200,7 +206,8 @@ def test_cluster_experiment_end_to_end(neu_root: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     overrides = [
         "experiment=cluster_neu_cpu", f"data.root={neu_root}", "data.archive=null", "data.image_size=[32,32]",
-        "data.views.global_size=32", "data.views.local_size=32", "data.views.n_local=2", "data.batch_size=8",
+        "model.training_plan.views.global_size=32", "model.training_plan.views.local_size=32",
+        "model.training_plan.views.n_local=2", "model.training_plan.batch_size=8",
         "model.max_steps=4", "model.warmup_steps=1", "callbacks.pseudo_labels.every_n_steps=2",
         "callbacks.pseudo_labels.pca_dim=8", f"hydra.run.dir={run_dir}",
     ]

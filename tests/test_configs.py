@@ -13,7 +13,9 @@ from hydra.utils import instantiate
 from datamodules import DefectDataModule, FolderDataModule
 from datamodules.synthetic import write_folder
 from lightning_modules.cluster import ClusteringModule
+from lightning_modules.cluster.plan import PseudoLabelViews
 from lightning_modules.weak import WeakDetectionModule
+from lightning_modules.weak.plan import BalancedPairs
 from tests.conftest import PROJECT_ROOT
 from tests.helpers import compose_cfg
 from workflow.class_counts import fill_class_counts
@@ -36,8 +38,10 @@ def test_every_experiment_composes_and_instantiates(experiment: str, tmp_path: P
     model = instantiate(cfg.model, optimizer=instantiate(cfg.optimizer), _convert_="all")
     expected = ClusteringModule if experiment.startswith("cluster") else WeakDetectionModule
     assert isinstance(model, expected)
+    plan = PseudoLabelViews if expected is ClusteringModule else BalancedPairs
+    assert type(model.training_plan) is plan and not hasattr(dm, "train_mode")
     if expected is ClusteringModule:
-        assert dm.train_mode == "views" and callable(dm.views)
+        assert callable(model.training_plan.views)
         assert cfg.callbacks.pseudo_labels.num_clusters == model.hparams.num_clusters
     trainer = instantiate(cfg.trainer, logger=False, max_steps=model.max_steps)
     assert trainer.max_steps == model.max_steps
@@ -45,7 +49,7 @@ def test_every_experiment_composes_and_instantiates(experiment: str, tmp_path: P
 
 def test_paper_experiment_has_the_paper_settings() -> None:
     cfg = compose_cfg(["experiment=weak_kolektor"])
-    assert list(cfg.data.image_size) == [1408, 512] and cfg.data.pairs_per_batch == 1
+    assert list(cfg.data.image_size) == [1408, 512] and cfg.model.training_plan.pairs_per_batch == 1
     assert [s.iterations for s in cfg.model.stages] == [750, 1200, 300]
     assert [s.lr for s in cfg.model.stages] == [0.1, 0.01, 0.001]
     assert cfg.model.stages[1].lr_drops == {600: 0.001}
@@ -59,7 +63,7 @@ def test_the_weak_experiment_keeps_another_datasets_own_size(dataset: str) -> No
     own = compose_cfg([f"data={dataset}"]).data.image_size
     cfg = compose_cfg(["experiment=weak_kolektor", f"data={dataset}"])
     assert list(cfg.data.image_size) == list(own) != [1408, 512]
-    assert cfg.data.pairs_per_batch == 1
+    assert cfg.model.training_plan.pairs_per_batch == 1 and "pairs_per_batch" not in cfg.data
 
 
 def test_overrides_reach_the_objects(kolektor_root: Path) -> None:
@@ -74,8 +78,9 @@ def test_overrides_reach_the_objects(kolektor_root: Path) -> None:
 def test_cluster_paper_experiment_settings() -> None:
     cfg = compose_cfg(["experiment=cluster_neu"])
     assert cfg.model.backbone.name == "convnextv2_tiny" and cfg.model.num_clusters == 6
-    assert (cfg.data.views.global_size, cfg.data.views.local_size) == (200, 96)
-    assert (cfg.data.views.n_global, cfg.data.views.n_local) == (2, 6)
+    views = cfg.model.training_plan.views
+    assert (views.global_size, views.local_size, views.n_global, views.n_local) == (200, 96, 2, 6)
+    assert cfg.model.training_plan.batch_size == 32
     assert cfg.optimizer._target_ == "torch.optim.RAdam"
     cfg5 = compose_cfg(["experiment=cluster_severstal_5c"])
     assert (cfg5.model.num_clusters, cfg5.model.defect_free_class, cfg5.data.num_classes) == (5, 0, 5)

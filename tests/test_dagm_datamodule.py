@@ -14,7 +14,7 @@ from PIL import Image
 from datamodules import DAGMDataModule, DatasetError, list_dagm_samples
 from datamodules.dagm import texture_of
 from datamodules.synthetic import write_dagm
-from tests.helpers import compose_cfg, fold_test_sets
+from tests.helpers import all_masks, compose_cfg, fold_test_sets, pair_batches
 
 N_PER_SPLIT, DEFECTIVE_EVERY = 6, 3  # per texture: 12 images, 4 defective
 
@@ -82,9 +82,9 @@ def test_setup_decodes_masks_matching_labels(dagm_root: Path) -> None:
     dm = make_dm(dagm_root, classes=[1], fold=0)
     dm.setup()
     for dataset in (dm.train_set, dm.test_set):
-        assert torch.equal(dataset.masks.flatten(1).any(dim=1).float(), dataset.labels)
+        assert torch.equal(all_masks(dataset).flatten(1).any(dim=1).float(), dataset.labels)
     assert dm.classes == ["defect_free", "defective"] and dm.textures == [1]
-    batch = next(iter(dm.train_dataloader()))
+    batch = pair_batches(dm)[0]
     assert batch["label"].tolist() == [1.0, 0.0]
 
 

@@ -20,12 +20,12 @@ from PIL import Image
 from torch.utils.data import default_collate
 
 from datamodules import DatasetError, FolderDataModule, Sample, list_folder_samples
-from datamodules.base import DecodedDataset
+from datamodules.dataset import SampleDataset
 from datamodules.synthetic import write_folder
 from lightning_modules.weak import WeakDefectNet, WeakDetectionModule
 from metrics.pixel import PixelMetrics
 from tests.conftest import PROJECT_ROOT
-from tests.helpers import compose_cfg, fold_test_sets
+from tests.helpers import all_masks, compose_cfg, fold_test_sets, pair_batches
 from workflow.class_counts import class_counts
 
 CLASSES = ("good", "scratch", "dent")
@@ -83,7 +83,7 @@ def test_masks_from_the_mirrored_tree(folder_data) -> None:
     dm = make_dm(root, masks_root=masks, fold=0)
     dm.setup()
     for dataset in (dm.train_set, dm.test_set):
-        assert torch.equal(dataset.masks.flatten(1).any(dim=1).float(), dataset.labels)
+        assert torch.equal(all_masks(dataset).flatten(1).any(dim=1).float(), dataset.labels)
 
 
 def test_folds_are_stratified_by_class(folder_data) -> None:
@@ -97,7 +97,7 @@ def test_training_batches_pair_defective_and_good(folder_data) -> None:
     root, _ = folder_data
     dm = make_dm(root, fold=1)
     dm.setup()
-    batches = list(dm.train_dataloader())
+    batches = pair_batches(dm)
     assert len(batches) == PER_CLASS - 1
     assert all(b["label"].tolist() == [1.0, 0.0] for b in batches)
 
@@ -184,8 +184,9 @@ def test_clustering_runs_on_a_users_folder(tmp_path: Path) -> None:
                         masks_root=tmp_path / "images" / "masks")
     run_dir = tmp_path / "run"
     overrides = [
-        "experiment=cluster_folder_cpu", f"data.root={root}", "data.image_size=[32,32]", "data.views.global_size=32",
-        "data.views.local_size=32", "data.views.n_local=2", "data.batch_size=6", "model.max_steps=4",
+        "experiment=cluster_folder_cpu", f"data.root={root}", "data.image_size=[32,32]",
+        "model.training_plan.views.global_size=32", "model.training_plan.views.local_size=32",
+        "model.training_plan.views.n_local=2", "model.training_plan.batch_size=6", "model.max_steps=4",
         "model.warmup_steps=1", "callbacks.pseudo_labels.every_n_steps=2", "callbacks.pseudo_labels.pca_dim=4",
         "folds=[0]", "logger=csv", f"hydra.run.dir={run_dir}",
     ]
@@ -209,7 +210,7 @@ def test_a_defective_image_without_a_mask_is_left_out_of_the_pixel_metrics(tmp_p
     samples = list_folder_samples(root, masks_root=tmp_path / "masks")
     assert [(s.name.split("/")[0], s.mask_known) for s in samples] == [
         ("crack", False), ("crack", True), ("crack", True), ("good", True), ("good", True), ("good", True)]
-    dataset = DecodedDataset(samples, (32, 32))
+    dataset = SampleDataset(samples, (32, 32))
     batch = default_collate([dataset[i] for i in range(len(dataset))])
     assert batch["mask_known"].tolist() == [False, True, True, True, True, True]
 

@@ -14,6 +14,7 @@ from PIL import Image
 from datamodules import DatasetError, KolektorSDDDataModule, list_kolektor_samples
 from datamodules.kolektor import OFFICIAL_TEST_FOLDS
 from datamodules.sampling import BalancedBatchSampler
+from tests.helpers import all_masks, pair_batches
 
 
 def make_dm(root: Path, **kwargs) -> KolektorSDDDataModule:
@@ -75,8 +76,9 @@ def test_masks_are_binarized_and_images_resized(kolektor_root: Path) -> None:
     item = dm.test_set[0]
     assert item["image"].shape == (1, 96, 40) and item["image"].dtype == torch.float32
     assert 0.0 <= float(item["image"].min()) and float(item["image"].max()) <= 1.0
-    assert dm.test_set.masks.dtype == torch.bool
-    has_defect = dm.test_set.masks.flatten(1).any(dim=1)
+    masks = all_masks(dm.test_set)
+    assert masks.dtype == torch.bool
+    has_defect = masks.flatten(1).any(dim=1)
     assert torch.equal(has_defect.float(), dm.test_set.labels)
 
 
@@ -92,7 +94,7 @@ def test_palette_mask_values_other_than_255_count_as_defect(fresh_kolektor: Path
 def test_train_batches_alternate_defective_and_clean(kolektor_root: Path) -> None:
     dm = make_dm(kolektor_root, fold=0)
     dm.setup()
-    batches = list(dm.train_dataloader())
+    batches = pair_batches(dm)
     assert len(batches) == len([s for s in dm.train_samples if not s.label])
     for batch in batches:
         assert batch["label"].tolist() == [1.0, 0.0]

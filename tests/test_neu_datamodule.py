@@ -13,7 +13,7 @@ from datamodules import DatasetError, NEUDataModule, list_neu_samples, read_voc_
 from datamodules.neu import NEU_CLASSES
 from datamodules.samples import decode_sample
 from datamodules.synthetic import write_neu_cls, write_neu_det
-from tests.helpers import compose_cfg
+from tests.helpers import all_masks, compose_cfg
 
 PER_CLASS = 3
 
@@ -83,8 +83,8 @@ def test_folds_are_stratified_by_class_and_disjoint(neu_det: Path) -> None:
 def test_setup_decodes_images_and_empty_masks(neu_cls: Path) -> None:
     dm = make_dm(neu_cls, fold=1, image_size=(24, 24))
     dm.setup()
-    assert dm.test_set.images.shape == (6, 1, 24, 24)
-    assert not dm.test_set.masks.any()
+    assert dm.test_set.stacked_images().shape == (6, 1, 24, 24)
+    assert not all_masks(dm.test_set).any()
     assert torch.equal(dm.test_set.labels, torch.ones(6))
     assert dm.classes == NEU_CLASSES
 

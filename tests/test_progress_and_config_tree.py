@@ -31,7 +31,17 @@ class _Loader(list):
     pass
 
 
+class _Plan:
+    labels = None
+
+    def set_pseudo_labels(self, labels) -> None:
+        self.labels = labels
+
+
 class _Module:
+    def __init__(self) -> None:
+        self.training_plan = _Plan()
+
     def extract_features(self, loader):
         feats, ids = [], []
         for batch in loader:  # iterating drives the progress bar
@@ -49,13 +59,9 @@ class _Module:
 class _DataModule:
     def __init__(self, loader) -> None:
         self.loader = loader
-        self.labels = None
 
     def feature_dataloader(self, world_size: int, rank: int):
         return self.loader
-
-    def set_pseudo_labels(self, labels) -> None:
-        self.labels = labels
 
 
 class _Strategy:
@@ -78,10 +84,11 @@ def test_reassignment_shows_progress_bars_for_features_and_kmeans(capsys) -> Non
     batches = _Loader({"x": torch.tensor(centres[i % 3] + rng.normal(size=(4, 8)), dtype=torch.float32),
                        "index": torch.arange(4 * i, 4 * i + 4)} for i in range(6))
     trainer = _Trainer(_DataModule(batches))
-    PseudoLabelReassigner(num_clusters=3, pca_dim=None, nredo=1).reassign(trainer, _Module())
+    module = _Module()
+    PseudoLabelReassigner(num_clusters=3, pca_dim=None, nredo=1).reassign(trainer, module)
     err = capsys.readouterr().err
     assert "features:" in err and "/6 " in err  # a bar over the 6 feature batches
     assert "k-means (faiss, K=3, N=24)" in err
-    assert sorted(np.bincount(trainer.datamodule.labels.numpy()).tolist()) == [8, 8, 8]
+    assert sorted(np.bincount(module.training_plan.labels.numpy()).tolist()) == [8, 8, 8]
     PseudoLabelReassigner(num_clusters=3, pca_dim=None, nredo=1, progress=False).reassign(trainer, _Module())
     assert capsys.readouterr().err == ""

@@ -41,7 +41,8 @@ TINY_DEMO = [
 #: killed at the start of step 5, resumed from step 4: mid-epoch, right after a reassignment in that epoch.
 TINY_CLUSTER = [
     "experiment=cluster_neu_cpu", "folds=[0]", "data.archive=null", "data.image_size=[32,32]",
-    "data.views.global_size=32", "data.views.local_size=32", "data.views.n_local=2", "data.batch_size=8",
+    "model.training_plan.views.global_size=32", "model.training_plan.views.local_size=32",
+    "model.training_plan.views.n_local=2", "model.training_plan.batch_size=8",
     "model.max_steps=8", "model.warmup_steps=1", "callbacks.pseudo_labels.every_n_steps=2",
     "callbacks.pseudo_labels.freeze_after=1.0", "callbacks.pseudo_labels.pca_dim=8",
     "callbacks.pseudo_labels.progress=false", "callbacks.model_checkpoint.every_n_train_steps=2", "print_config=false",

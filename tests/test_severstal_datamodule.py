@@ -16,7 +16,7 @@ from datamodules.samples import decode_sample
 from datamodules.severstal import read_steel_split, read_steel_split_parts
 from datamodules.synthetic import write_severstal
 from tests.conftest import SHARED_DATASETS
-from tests.helpers import compose_cfg, fold_test_sets
+from tests.helpers import all_masks, compose_cfg, fold_test_sets
 
 SHAPE = (32, 200)
 N_CLEAN, N_PER_CLASS, N_MULTI = 6, 3, 1
@@ -120,7 +120,7 @@ def test_setup_masks_match_labels(generated) -> None:
     root, _ = generated
     dm = make_dm(root, fold=0)
     dm.setup()
-    has_defect = dm.test_set.masks.flatten(1).any(dim=1).float()
+    has_defect = all_masks(dm.test_set).flatten(1).any(dim=1).float()
     assert has_defect.tolist() == dm.test_set.labels.tolist()
 
 

@@ -54,7 +54,7 @@ class MustTrain(L.Callback):
             images = len(getattr(datamodule, "train_samples", None) or [])
             raise SettingError(
                 f"no training batch: {images} training images give 0 complete batches, so fit made no step. "
-                "Lower the training batch size (data.batch_size, or model.training_plan.batch_size) to at most "
+                "Lower the training batch size (model.training_plan.batch_size) to at most "
                 "the number of training images, or use more data")
 
 

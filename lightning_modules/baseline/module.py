@@ -14,6 +14,7 @@ from lightning_modules.baseline.networks import CamClassifier
 from lightning_modules.detection import OUTPUT_NAMES, DetectionInference, ImageDetectionModule
 from lightning_modules.exporters import ExportTarget
 from lightning_modules.method import from_config, register_method
+from lightning_modules.weak.plan import BalancedPairs
 
 #: the smallest input side: ResNet's five halvings leave one cell
 MIN_SIDE = 32
@@ -35,6 +36,8 @@ class ImageClassifierModule(ImageDetectionModule):
         warmup_steps: steps of linear learning-rate warm-up.
         rotate, flip: as the weak method's (random quarter turns; flips).
         heatmap_dir, max_clean_pictures, pixel_thresholds, pool_clean_score: see :class:`ImageDetectionModule`.
+        training_plan: how training batches are drawn (``model.training_plan``; default: the weak method's
+            balanced defective/defect-free pairs, so that both see the same batches).
     """
 
     def __init__(
@@ -49,11 +52,13 @@ class ImageClassifierModule(ImageDetectionModule):
         max_clean_pictures: int = 4,
         pixel_thresholds: int = 200,
         pool_clean_score: float | None = 0.01,
+        training_plan: BalancedPairs | Mapping | None = None,
     ) -> None:
         super().__init__()
         self.save_config_hyperparameters()
         self.net: CamClassifier = from_config(net)
         self.optimizer_factory = from_config(optimizer)
+        self.training_plan = from_config(training_plan) if training_plan is not None else BalancedPairs()
         self.fold_result = {}
         self._reset_test_metrics()
 

@@ -18,7 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from datamodules.views import BatchedMultiCropViews
 from lightning_modules.cluster.backbone import backbone_from_config
+from lightning_modules.cluster.plan import PseudoLabelViews
 from lightning_modules.method import DefectMethod, from_config, register_method
 from metrics.clustering import ClusteringMetrics, pooled_summary
 
@@ -46,11 +48,13 @@ class ClusteringModule(DefectMethod):
             a global view of ``s`` px cropped from a region of side ``c`` shows it at ``s / c`` (the train-test
             resolution discrepancy, Touvron et al. 2019, "FixRes"). 1.0: as decoded. The features k-means
             clusters are taken as decoded either way.
+        training_plan: how training batches are drawn and augmented (``model.training_plan``; default: the paper's
+            32 images x 2 global (200 px) + 6 local (96 px) views, made per batch).
     """
 
     metric_names = ("acc", "nmi", "mdr", "fdr", "eacc")
     prediction_columns = ("cluster", "probability")
-    tests_training_images = False
+    tests_training_images = False  # testing needs the test images only
     min_side = 32
 
     def __init__(
@@ -70,12 +74,15 @@ class ClusteringModule(DefectMethod):
         std: float = 0.25,
         channels_last: bool = False,
         eval_scale: float = 1.0,
+        training_plan: PseudoLabelViews | Mapping | None = None,
     ) -> None:
         super().__init__()
         if eval_scale <= 0:
             raise ValueError(f"eval_scale must be > 0, got {eval_scale}")
         self.save_config_hyperparameters()
         self.optimizer_factory = from_config(optimizer)
+        self.training_plan = (from_config(training_plan) if training_plan is not None
+                              else PseudoLabelViews(BatchedMultiCropViews()))
         self.backbone = backbone_from_config(backbone, in_chans, checkpoint_path, drop_path_rate)
         if channels_last:
             self.backbone = self.backbone.to(memory_format=torch.channels_last)
@@ -192,8 +199,6 @@ class ClusteringModule(DefectMethod):
         self.test_metrics.to(self.device)
 
     def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
-        if dataloader_idx == 0 and not self.tests_training_images:  # the training images: not needed here
-            return
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         start = time.perf_counter()

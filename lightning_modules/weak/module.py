@@ -17,6 +17,7 @@ from lightning_modules.method import from_config, register_method
 from lightning_modules.weak.export import OUTPUT_NAMES, WeakInference, min_dynamic_side
 from lightning_modules.weak.losses import collaborative_alpha, weak_loss
 from lightning_modules.weak.networks import WeakDefectNet
+from lightning_modules.weak.plan import BalancedPairs
 from lightning_modules.weak.stages import PARTS, Stage, StagePlan
 
 PAPER_STAGES: list[dict] = [
@@ -50,8 +51,9 @@ class WeakDetectionModule(ImageDetectionModule):
     (:class:`~lightning_modules.detection.ImageDetectionModule`).
 
     Under DDP (``trainer=ddp``, ``W`` ranks) an iteration of the plan is one optimizer step with one batch
-    per rank: ``W`` different balanced pairs per step (as ``data.pairs_per_batch=W`` in one process), for the
-    plan's number of iterations; with ``sync_batchnorm`` the batch-norm statistics span all ``2W`` images.
+    per rank: ``W`` different balanced pairs per step (as ``model.training_plan.pairs_per_batch=W`` in one
+    process), for the plan's number of iterations; with ``sync_batchnorm`` the batch-norm statistics span all
+    ``2W`` images.
     Test scores, the training-image threshold and the pixel metrics are gathered over all ranks, each
     image once, so that every rank's :attr:`fold_result` is what one process would compute.
 
@@ -90,11 +92,13 @@ class WeakDetectionModule(ImageDetectionModule):
         pixel_thresholds: int = 200,
         lr_reference: float = 0.1,
         pool_clean_score: float | None = 0.01,
+        training_plan: BalancedPairs | Mapping | None = None,
     ) -> None:
         super().__init__()
         self.save_config_hyperparameters()
         self.net: WeakDefectNet = from_config(net)
         self.optimizer_factory = from_config(optimizer)
+        self.training_plan = from_config(training_plan) if training_plan is not None else BalancedPairs()
         self.plan = StagePlan(stages if stages is not None else PAPER_STAGES)
         self._frozen_cache: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
         self._cache_stage = -1
