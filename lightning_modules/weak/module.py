@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -11,15 +10,16 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.utilities import rank_zero_warn
 
 from lightning_modules.weak.losses import collaborative_alpha, weak_loss
 from lightning_modules.weak.networks import WeakDefectNet
+from lightning_modules.weak.q_watch import QWatch
 from lightning_modules.weak.stages import PARTS, Stage, StagePlan
 from metrics.calibration import clean_baseline_offset, shift_scores
 from metrics.detection import DetectionMetrics, best_f1_threshold, detection_summary
 from metrics.pixel import PixelMetrics
 from workflow.pictures import save_heatmap_panel
+from workflow.run_warnings import add_warning
 
 PAPER_STAGES: list[dict] = [
     {"name": "localization", "iterations": 750, "lr": 0.1, "train": ["trunk", "lnet"], "losses": ["weak"],
@@ -28,10 +28,6 @@ PAPER_STAGES: list[dict] = [
      "losses": ["bce"]},
     {"name": "joint", "iterations": 300, "lr": 0.001, "train": ["trunk", "lnet", "dnet"], "losses": ["bce", "weak"]},
 ]
-
-
-#: a mean heat map (Q) below this on the defective images at the end of a weak-loss stage: LNet went dark
-DARK_LNET_Q = 0.05
 
 
 class WeakDetectionModule(L.LightningModule):
@@ -97,8 +93,9 @@ class WeakDetectionModule(L.LightningModule):
         self.plan = StagePlan(stages if stages is not None else PAPER_STAGES)
         self._frozen_cache: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
         self._cache_stage = -1
-        # Q of the defective images over the current weak stage's last tenth (detached tensors: no sync per step)
-        self._q_defective: deque[torch.Tensor] = deque()
+        # Q over the current weak stage's last tenth; stage 1's summary (stage1_q_defective/clean in the result)
+        self._q_watch = QWatch()
+        self.stage1_q: dict[str, float] = {}
         self.fold_result: dict[str, Any] = {}
         self._reset_test_metrics()
 
@@ -135,32 +132,29 @@ class WeakDetectionModule(L.LightningModule):
 
     def _watch_heatmap(self, heatmap: torch.Tensor, labels: torch.Tensor, stage: Stage, local: int) -> dict:
         """Q (the mean heat map, Eq. 3-4) of the batch's defective and defect-free images, for the logs; at the
-        end of a weak-loss stage, warn when LNet has gone dark on the defective images.
-
-        The weak loss has a trivial minimum: a heat map dark everywhere pays nothing on defect-free images and
-        little on defective ones (Eq. 3 is 0 at Q = 0, and the sigmoid's gradient vanishes there). A stage
-        that ends there leaves DNet no localization to attend to (seen on real KolektorSDD: test AP 0.27).
-        """
-        q = heatmap.detach().flatten(1).mean(dim=1)
-        defective = labels > 0.5
-        logs: dict[str, torch.Tensor] = {}
-        window = max(1, stage.iterations // 10)
-        if local == 0 or self._q_defective.maxlen != window:
-            self._q_defective = deque(maxlen=window)
-        if defective.any():
-            logs["q_defective"] = q[defective].mean()
-            self._q_defective.append(logs["q_defective"])
-        if (~defective).any():
-            logs["q_clean"] = q[~defective].mean()
-        if local == stage.iterations - 1 and self._q_defective:
-            mean_q = float(torch.stack(list(self._q_defective)).mean())
-            if mean_q < DARK_LNET_Q:
-                rank_zero_warn(
-                    f"stage {stage.name!r} ended with LNet's heat map dark on the defective training images (mean "
-                    f"Q {mean_q:.4f} over its last {len(self._q_defective)} steps; the weak loss wants 0.5): the "
-                    "weak loss fell into its trivial minimum and the decision net will learn little. Try another "
-                    "seed.")
+        end of a weak-loss stage, its last tenth's mean Q (stage 1's goes into the fold's result as
+        ``stage1_q_defective``/``stage1_q_clean``) and a warning where LNet has gone dark on the defective images
+        (:mod:`lightning_modules.weak.q_watch`; seen on real KolektorSDD: test AP 0.27)."""
+        logs = self._q_watch.update(heatmap.detach().flatten(1).mean(dim=1), labels, local, stage.iterations)
+        if local == stage.iterations - 1:
+            summary = self._q_watch.summary()
+            if stage is self._first_weak_stage():
+                self.stage1_q = summary
+            if QWatch.is_dark(summary):
+                add_warning(self, f"stage {stage.name!r} ended with LNet's heat map dark on the defective training "
+                            f"images (mean Q {summary['q_defective']:.4f} over its last {summary['steps']} steps; "
+                            "the weak loss wants 0.5): the weak loss fell into its trivial minimum and the decision "
+                            "net will learn little. Try another seed.")
         return logs
+
+    def _first_weak_stage(self) -> Stage | None:
+        return next((s for s in self.plan.active if "weak" in s.losses), None)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["stage1_q"] = dict(self.stage1_q)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.stage1_q = dict(checkpoint.get("stage1_q") or {})
 
     def _augmentation(self, step: int) -> tuple[int, bool, bool]:
         """(quarter turns, horizontal flip, vertical flip) of the batch at ``step``: a function of the step
@@ -291,6 +285,8 @@ class WeakDetectionModule(L.LightningModule):
         if clean_score is not None and (train_labels < 0.5).any():
             offset = clean_baseline_offset(train_scores, train_labels, clean_score)
         metrics["pool_offset"] = offset
+        metrics["stage1_q_defective"] = self.stage1_q.get("q_defective", float("nan"))
+        metrics["stage1_q_clean"] = self.stage1_q.get("q_clean", float("nan"))
         self.fold_result = {"metrics": metrics, "fixed_threshold": threshold,
                             "per_image": {"ids": ids.cpu(), "label": labels.long().cpu(), "score": scores.cpu(),
                                           "score_pooled": shift_scores(scores, offset).float().cpu()}}
