@@ -30,6 +30,7 @@ from workflow.loggers import build_loggers, finish, set_fold
 from workflow.precision import register_resolvers
 from workflow.report import write_report
 from workflow.run_info import run_info
+from workflow.run_warnings import fold_warnings, warnings_text
 
 log = logging.getLogger(__name__)
 register_resolvers()  # ${cpu_precision:...} in the CPU presets
@@ -142,12 +143,12 @@ def run(cfg: DictConfig) -> dict:
     finally:
         finish(loggers, status)
     pooled = model.pool(results)
-    extra = {"wall_s": time.perf_counter() - start, **info}
+    extra = {"wall_s": time.perf_counter() - start, "warnings": fold_warnings(results), **info}
     if rank_zero:
         table = write_report(out_dir, results, pooled, list(cfg.report_columns), extra=extra)
         log.info("results (%s):\n%s", out_dir, table)
-        print(table)
-    return {"folds": results, "pooled": pooled, "wall_s": extra["wall_s"]}
+        print("\n".join(filter(None, [table, warnings_text(extra["warnings"])])))
+    return {"folds": results, "pooled": pooled, "wall_s": extra["wall_s"], "warnings": extra["warnings"]}
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

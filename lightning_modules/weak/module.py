@@ -11,7 +11,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from lightning_modules.weak.losses import collaborative_alpha, weak_loss
+from lightning_modules.weak.losses import collaborative_alpha, warmed_up_alpha, weak_loss
 from lightning_modules.weak.networks import WeakDefectNet
 from lightning_modules.weak.q_watch import QWatch
 from lightning_modules.weak.stages import PARTS, Stage, StagePlan
@@ -59,6 +59,10 @@ class WeakDetectionModule(L.LightningModule):
         lr_reference: the optimizer lr the stages' rates are written for (the paper's SGD, 0.1).
         stages: the stage plan (defaults to the paper's three stages).
         alpha_init, alpha_every: Eq. 6's alpha_init and n.
+        alpha_warmup, alpha_warmup_start: not in the paper: over this fraction of a collaborative (Eq. 6) stage's
+            iterations, alpha ramps linearly from ``alpha_warmup_start`` to Eq. 6's value, so that LNet does not go
+            dark before it learns which images to light (:func:`~lightning_modules.weak.losses.warmed_up_alpha`);
+            0 = the paper.
         rotate: random rotation by 0/90/180/270 degrees per batch (the paper's ablation).
         flip: random horizontal and vertical flips per batch (not in the paper).
         cache_frozen: while trunk and LNet are frozen, compute their outputs once per training image.
@@ -85,6 +89,8 @@ class WeakDetectionModule(L.LightningModule):
         pixel_thresholds: int = 200,
         lr_reference: float = 0.1,
         pool_clean_score: float | None = 0.01,
+        alpha_warmup: float = 0.0,
+        alpha_warmup_start: float = 1.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net", "optimizer"])
@@ -127,7 +133,9 @@ class WeakDetectionModule(L.LightningModule):
     def alpha_at(self, stage_index: int, local_step: int) -> float:
         stage = self.plan.active[stage_index]
         if stage.alpha == "collaborative":
-            return collaborative_alpha(local_step, stage.iterations, self.hparams.alpha_init, self.hparams.alpha_every)
+            alpha = collaborative_alpha(local_step, stage.iterations, self.hparams.alpha_init, self.hparams.alpha_every)
+            warmup = round(self.hparams.get("alpha_warmup", 0.0) * stage.iterations)
+            return warmed_up_alpha(alpha, local_step, warmup, self.hparams.get("alpha_warmup_start", 1.0))
         return self.hparams.alpha_init
 
     def _watch_heatmap(self, heatmap: torch.Tensor, labels: torch.Tensor, stage: Stage, local: int) -> dict:
