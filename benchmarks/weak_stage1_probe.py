@@ -86,6 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args(argv)
     register_resolvers()
+    commit = git_commit(ROOT)  # the code this probe starts from
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=[*args.overrides, "model.heatmap_dir=null"])
     stage1_only(cfg, args.steps)
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
                "test": q_ap(model, datamodule.test_set, args.eval_images),
                "restarts": list(getattr(model, "stage1_restarts", []) or []), "trace": trace.rows}
     command = f"python benchmarks/weak_stage1_probe.py --steps {args.steps} {args.name} " + " ".join(args.overrides)
-    write_result(ROOT / "benchmarks" / "results" / "probes", args.name, command, git_commit(ROOT), wall,
+    write_result(ROOT / "benchmarks" / "results" / "probes", args.name, command, commit, wall,
                  {"probe": summary})
     print({k: summary[k] for k in ("stage1", "train", "test", "restarts")})
 
