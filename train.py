@@ -33,6 +33,7 @@ from workflow.quiet import quiet_third_party
 from workflow.report import write_report
 from workflow.run_checks import check_run_args, fold_guards
 from workflow.run_info import run_info
+from workflow.run_warnings import fold_warnings, warnings_text
 
 log = logging.getLogger(__name__)
 register_resolvers()  # ${cpu_precision:...} in the CPU presets
@@ -144,11 +145,13 @@ def run(cfg: DictConfig) -> dict:
     finally:
         finish(loggers, status)
     pooled = method.pool(results)
-    extra = {"method": method.name, "wall_s": time.perf_counter() - start, **info}
+    extra = {"method": method.name, "wall_s": time.perf_counter() - start, "warnings": fold_warnings(results), **info}
     if rank_zero:
         table = write_report(out_dir, results, pooled, list(cfg.report_columns), extra=extra)
         log.info("results (%s):\n%s", out_dir, table)  # on the console (Hydra logs to stdout) and in train.log
-    return {"folds": results, "pooled": pooled, "wall_s": extra["wall_s"]}
+        if extra["warnings"]:
+            log.warning(warnings_text(extra["warnings"]))
+    return {"folds": results, "pooled": pooled, "wall_s": extra["wall_s"], "warnings": extra["warnings"]}
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

@@ -33,6 +33,7 @@ from clustering.backends import fit_preprocess, fit_standardize, make_faiss_kmea
 from clustering.descriptors import texture_descriptor  # noqa: E402
 from datamodules.dataset import SampleDataset  # noqa: E402
 from metrics.clustering import clustering_summary, pooled_summary  # noqa: E402
+from workflow.class_counts import fill_class_counts  # noqa: E402
 from workflow.run_info import require_clean_tree, write_result  # noqa: E402
 
 
@@ -72,6 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         data = [f"data.root={args.root}", "data.archive=null"] if args.root else [f"data.archive={args.archive}"]
         cfg = compose("train", overrides=[f"experiment={args.experiment}", *data, f"paths.root_dir={ROOT}"])
+    cfg = fill_class_counts(cfg)  # K left null: the data's number of classes
     options = cfg.callbacks.pseudo_labels
     k, size = int(cfg.model.num_clusters), tuple(cfg.data.image_size)
     folds, assignments = [], []

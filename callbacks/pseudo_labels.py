@@ -17,7 +17,9 @@ from callbacks.averaged_weights import averaged_weights, restart_average
 from clustering.alignment import align_to, truth_scores
 from clustering.backends import cluster
 from clustering.descriptors import texture_descriptor
+from clustering.health import clustering_warnings
 from workflow.gathering import gather_unique
+from workflow.run_warnings import add_warning
 
 
 def describing(batches: Iterable[dict], descriptor: Callable[[torch.Tensor], torch.Tensor], out: list[torch.Tensor],
@@ -195,6 +197,12 @@ class PseudoLabelReassigner(L.Callback):
         rank_zero_info(f"pseudo-labels reassigned at step {trainer.global_step}: sizes {sizes.tolist()} "
                        f"({record['seconds']:.1f} s{truth}{source})")
         return assignment
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Empty clusters and pseudo-labels that never changed: said again at the end of the run
+        (:mod:`clustering.health`, :mod:`workflow.run_warnings`)."""
+        for message in clustering_warnings(self.history, self.num_clusters):
+            add_warning(pl_module, message)
 
     def vote(self, assignment: torch.Tensor) -> torch.Tensor:
         """The most voted cluster of each image once ``assignment`` has voted (see ``label_momentum``)."""

@@ -2,6 +2,7 @@
 
 from datamodules.base import DefectDataModule
 from datamodules.dagm import DAGMDataModule, list_dagm_samples
+from datamodules.elpv import ElpvDataModule, list_elpv_samples
 from datamodules.errors import DatasetError
 from datamodules.folder import FolderDataModule, list_folder_samples
 from datamodules.kolektor import KolektorSDDDataModule, list_kolektor_samples
@@ -13,12 +14,14 @@ __all__ = [
     "DAGMDataModule",
     "DatasetError",
     "DefectDataModule",
+    "ElpvDataModule",
     "FolderDataModule",
     "KolektorSDDDataModule",
     "NEUDataModule",
     "Sample",
     "SeverstalDataModule",
     "list_dagm_samples",
+    "list_elpv_samples",
     "list_folder_samples",
     "list_kolektor_samples",
     "list_neu_samples",

@@ -130,6 +130,7 @@ class ImageDetectionModule(DefectMethod):
         if clean_score is not None and (train_labels < 0.5).any():
             offset = clean_baseline_offset(train_scores, train_labels, clean_score)
         metrics["pool_offset"] = offset
+        metrics.update(self.extra_fold_metrics())
         self.fold_result = {"metrics": metrics, "fixed_threshold": threshold,
                             "per_image": {"ids": ids.cpu(), "label": labels.long().cpu(), "score": scores.cpu(),
                                           "score_pooled": shift_scores(scores, offset).float().cpu()}}
@@ -154,6 +155,10 @@ class ImageDetectionModule(DefectMethod):
             values = [r["metrics"][key] for r in fold_results if not math.isnan(r["metrics"][key])]
             pooled[f"{key}_mean_over_folds"] = sum(values) / len(values) if values else math.nan
         return pooled
+
+    def extra_fold_metrics(self) -> dict[str, float]:
+        """Method-specific numbers added to each fold's metrics (none by default)."""
+        return {}
 
     # -- inference ------------------------------------------------------------------------------
     def predict_images(self, images: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -71,12 +71,13 @@ def test_backbone_config_node_and_plain_name(tmp_path: Path) -> None:
     rgb = timm.create_model("convnextv2_atto", pretrained=False, num_classes=10, in_chans=3)
     path = tmp_path / "atto.pth"
     torch.save(rgb.state_dict(), path)
-    cfg = compose_cfg(["experiment=cluster_neu_cpu", "model.backbone.name=convnextv2_atto",
+    cfg = compose_cfg(["experiment=cluster_neu_cpu", "model.num_clusters=6", "model.backbone.name=convnextv2_atto",
                        f"model.backbone.checkpoint_path={path}"])
     model = instantiate(cfg.model, optimizer=None, _convert_="all")
     assert model.hparams.backbone == {"name": "convnextv2_atto", "checkpoint_path": str(path), "drop_path_rate": 0.0}
     assert torch.equal(model.backbone.stages[0].blocks[0].conv_dw.weight, rgb.stages[0].blocks[0].conv_dw.weight)
-    plain = instantiate(compose_cfg(["experiment=cluster_neu_cpu", "model.backbone=resnet18"]).model, optimizer=None)
+    plain_cfg = compose_cfg(["experiment=cluster_neu_cpu", "model.num_clusters=6", "model.backbone=resnet18"])
+    plain = instantiate(plain_cfg.model, optimizer=None)
     assert type(plain.backbone).__name__ == "ResNet"
     with pytest.raises(ValueError, match="unknown: pretrained"):
         backbone_from_config({"name": "convnextv2_atto", "pretrained": True})

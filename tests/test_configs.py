@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from hydra.utils import instantiate
 
-from datamodules import DefectDataModule, FolderDataModule
-from datamodules.synthetic import write_folder
+from datamodules import DefectDataModule, FolderDataModule, NEUDataModule
+from datamodules.synthetic import write_folder, write_neu_cls
 from lightning_modules.cluster import ClusteringModule
 from lightning_modules.cluster.plan import PseudoLabelViews
 from lightning_modules.weak import WeakDetectionModule
@@ -34,6 +34,10 @@ def test_every_experiment_composes_and_instantiates(experiment: str, tmp_path: P
         write_folder(tmp_path, classes=("good", "scratch", "stain"), per_class=3)
         cfg = fill_class_counts(cfg, dm)
         assert (cfg.model.num_clusters, cfg.model.defect_free_class) == (3, 0)
+    if isinstance(dm, NEUDataModule):  # the cluster presets leave K to the data: NEU's 6 classes
+        write_neu_cls(tmp_path, per_class=1)
+        cfg = fill_class_counts(cfg, dm)
+        assert "num_clusters" not in cfg.model or (cfg.model.num_clusters, cfg.model.num_classes) == (6, 6)
     assert isinstance(dm, DefectDataModule) and dm.fold == 1
     model = instantiate(cfg.model, optimizer=instantiate(cfg.optimizer), _convert_="all")
     expected = ClusteringModule if experiment.startswith("cluster") else WeakDetectionModule
@@ -77,7 +81,7 @@ def test_overrides_reach_the_objects(kolektor_root: Path) -> None:
 
 def test_cluster_paper_experiment_settings() -> None:
     cfg = compose_cfg(["experiment=cluster_neu"])
-    assert cfg.model.backbone.name == "convnextv2_tiny" and cfg.model.num_clusters == 6
+    assert cfg.model.backbone.name == "convnextv2_tiny" and cfg.model.num_clusters is None  # from the data: 6
     views = cfg.model.training_plan.views
     assert (views.global_size, views.local_size, views.n_global, views.n_local) == (200, 96, 2, 6)
     assert cfg.model.training_plan.batch_size == 32

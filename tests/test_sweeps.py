@@ -192,7 +192,7 @@ def test_slurm_launcher_composes_and_renders_an_sbatch_script(tmp_path: Path, mo
 @pytest.mark.parametrize("method", ["weak", "cluster"])
 def test_every_optimizer_steps_with_both_methods(method: str) -> None:
     overrides = (["experiment=demo", "model.net.lnet_wide=8"] if method == "weak"
-                 else ["experiment=cluster_neu_cpu", "model.backbone.name=test_convnext"])
+                 else ["experiment=cluster_neu_cpu", "model.num_clusters=6", "model.backbone.name=test_convnext"])
     cfg = compose_cfg(overrides)
     model = instantiate(cfg.model, optimizer=instantiate(cfg.optimizer), _convert_="all")
     sum(p.square().sum() for p in model.parameters()).backward()

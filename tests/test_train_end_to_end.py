@@ -30,6 +30,8 @@ def test_demo_experiment_writes_the_report_and_beats_chance(tmp_path: Path) -> N
     pooled = report["pooled"]
     for key in ("ap", "false_calls", "false_calls_fixed", "fp_at_full_recall"):
         assert key in pooled and all(key in f for f in report["folds"])
+    assert isinstance(report["warnings"], list)  # what went wrong (workflow/run_warnings.py); the demo trains fine
+    assert all(f["stage1_q_defective"] >= 0.05 for f in report["folds"]), report["folds"]  # LNet not dark
     prevalence = pooled["n_defective"] / pooled["n_images"]
     assert pooled["ap"] > prevalence + 0.3, pooled  # chance AP is the prevalence
     with open(run_dir / "metrics.csv") as handle:

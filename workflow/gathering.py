@@ -12,6 +12,8 @@ import torch
 import torch.distributed as dist
 from torchmetrics.utilities.distributed import gather_all_tensors
 
+from workflow.run_warnings import module_warnings
+
 #: the file, in the trainer's ``default_root_dir`` (``<run dir>/fold<k>``), that holds a fold's result
 FOLD_RESULT_FILE = "fold_result.pt"
 
@@ -78,6 +80,7 @@ class FoldResultWriter(L.Callback):
         if trainer.is_global_zero:
             result = getattr(pl_module, self.attribute, None)
             if result:
+                result = {**result, "warnings": module_warnings(pl_module)}  # workflow.run_warnings
                 path = self.path(trainer)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_suffix(".tmp")

@@ -40,3 +40,20 @@ def collaborative_alpha(iteration: int, total_iterations: int, alpha_init: float
     k = max(1, round(total_iterations / every))
     i = iteration // every
     return alpha_init * (math.cos(2 * math.pi * i / k) + 3) / 4
+
+
+def warmed_up_alpha(alpha: float, iteration: int, warmup_iterations: int, start: float = 1.0) -> float:
+    """Not in the paper: ``alpha`` ramped linearly from ``start`` to its Eq. 6 value over the first
+    ``warmup_iterations`` of the stage (``alpha`` itself from then on, and with ``warmup_iterations`` 0).
+
+    Why: a heat map that does not yet tell defective from defect-free images feels Eq. 5 only through its mean Q,
+    and the two terms balance where ``log((1 - Q) / Q) = alpha / (1 - Q)`` (``dL_pos/dQ = log(Q / (1 - Q))``
+    against ``alpha dL_neg/dQ = alpha / (1 - Q)``), about ``Q = exp(-alpha)``: 3.4e-4 at the paper's alpha_init 8.
+    There the sigmoid's slope, and with it every gradient that could teach LNet to light the defective images, is
+    ~750x smaller than at Q = 0.5, where LNet starts; and at Q = 0.5 ``L_pos`` has no gradient at all, so the first
+    steps only darken the map. Starting alpha at 1 puts that balance at Q = 0.22, where the slope is 0.7 of its
+    maximum, and the ramp moves it to the paper's alpha while LNet learns which images to light.
+    """
+    if warmup_iterations <= 0 or iteration >= warmup_iterations:
+        return alpha
+    return start + (alpha - start) * iteration / warmup_iterations

@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.utilities import rank_zero_warn
 
 from lightning_modules.augmentation import augment, augmentation_at
 from lightning_modules.detection import ImageDetectionModule
 from lightning_modules.exporters import ExportTarget
 from lightning_modules.method import from_config, register_method
 from lightning_modules.weak.export import OUTPUT_NAMES, WeakInference, min_dynamic_side
-from lightning_modules.weak.losses import collaborative_alpha, weak_loss
+from lightning_modules.weak.losses import collaborative_alpha, warmed_up_alpha, weak_loss
 from lightning_modules.weak.networks import WeakDefectNet
 from lightning_modules.weak.plan import BalancedPairs
+from lightning_modules.weak.q_watch import QWatch
 from lightning_modules.weak.stages import PARTS, Stage, StagePlan
+from workflow.run_warnings import add_warning
 
 PAPER_STAGES: list[dict] = [
     {"name": "localization", "iterations": 750, "lr": 0.1, "train": ["trunk", "lnet"], "losses": ["weak"],
@@ -31,8 +31,6 @@ PAPER_STAGES: list[dict] = [
 
 #: the smallest side the network takes at native size (three 2x2 max-pools in the shared layers)
 WEAK_MIN_SIDE = 8
-#: a mean heat map (Q) below this on the defective images at the end of a weak-loss stage: LNet went dark
-DARK_LNET_Q = 0.05
 
 
 @register_method("weak")
@@ -64,6 +62,10 @@ class WeakDetectionModule(ImageDetectionModule):
         lr_reference: the optimizer lr the stages' rates are written for (the paper's SGD, 0.1).
         stages: the stage plan (defaults to the paper's three stages).
         alpha_init, alpha_every: Eq. 6's alpha_init and n.
+        alpha_warmup, alpha_warmup_start: not in the paper: over this fraction of a collaborative (Eq. 6) stage's
+            iterations, alpha ramps linearly from ``alpha_warmup_start`` to Eq. 6's value, so that LNet does not go
+            dark before it learns which images to light (:func:`~lightning_modules.weak.losses.warmed_up_alpha`);
+            0 = the paper.
         rotate: random rotation by 0/90/180/270 degrees per batch (the paper's ablation).
         flip: random horizontal and vertical flips per batch (not in the paper).
         cache_frozen: while trunk and LNet are frozen, compute their outputs once per training image.
@@ -93,6 +95,8 @@ class WeakDetectionModule(ImageDetectionModule):
         lr_reference: float = 0.1,
         pool_clean_score: float | None = 0.01,
         training_plan: BalancedPairs | Mapping | None = None,
+        alpha_warmup: float = 0.0,
+        alpha_warmup_start: float = 1.0,
     ) -> None:
         super().__init__()
         self.save_config_hyperparameters()
@@ -102,8 +106,9 @@ class WeakDetectionModule(ImageDetectionModule):
         self.plan = StagePlan(stages if stages is not None else PAPER_STAGES)
         self._frozen_cache: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
         self._cache_stage = -1
-        # Q of the defective images over the current weak stage's last tenth (detached tensors: no sync per step)
-        self._q_defective: deque[torch.Tensor] = deque()
+        # Q over the current weak stage's last tenth; stage 1's summary (stage1_q_defective/clean in the result)
+        self._q_watch = QWatch()
+        self.stage1_q: dict[str, float] = {}
         self.fold_result: dict[str, Any] = {}
         self._reset_test_metrics()
 
@@ -135,37 +140,42 @@ class WeakDetectionModule(ImageDetectionModule):
     def alpha_at(self, stage_index: int, local_step: int) -> float:
         stage = self.plan.active[stage_index]
         if stage.alpha == "collaborative":
-            return collaborative_alpha(local_step, stage.iterations, self.hparams.alpha_init, self.hparams.alpha_every)
+            alpha = collaborative_alpha(local_step, stage.iterations, self.hparams.alpha_init, self.hparams.alpha_every)
+            warmup = round(self.hparams.alpha_warmup * stage.iterations)
+            return warmed_up_alpha(alpha, local_step, warmup, self.hparams.alpha_warmup_start)
         return self.hparams.alpha_init
 
     def _watch_heatmap(self, heatmap: torch.Tensor, labels: torch.Tensor, stage: Stage, local: int) -> dict:
         """Q (the mean heat map, Eq. 3-4) of the batch's defective and defect-free images, for the logs; at the
-        end of a weak-loss stage, warn when LNet has gone dark on the defective images.
-
-        The weak loss has a trivial minimum: a heat map dark everywhere pays nothing on defect-free images and
-        little on defective ones (Eq. 3 is 0 at Q = 0, and the sigmoid's gradient vanishes there). A stage
-        that ends there leaves DNet no localization to attend to (seen on real KolektorSDD: test AP 0.27).
-        """
-        q = heatmap.detach().flatten(1).mean(dim=1)
-        defective = labels > 0.5
-        logs: dict[str, torch.Tensor] = {}
-        window = max(1, stage.iterations // 10)
-        if local == 0 or self._q_defective.maxlen != window:
-            self._q_defective = deque(maxlen=window)
-        if defective.any():
-            logs["q_defective"] = q[defective].mean()
-            self._q_defective.append(logs["q_defective"])
-        if (~defective).any():
-            logs["q_clean"] = q[~defective].mean()
-        if local == stage.iterations - 1 and self._q_defective:
-            mean_q = float(torch.stack(list(self._q_defective)).mean())
-            if mean_q < DARK_LNET_Q:
-                rank_zero_warn(
-                    f"stage {stage.name!r} ended with LNet's heat map dark on the defective training images (mean "
-                    f"Q {mean_q:.4f} over its last {len(self._q_defective)} steps; the weak loss wants 0.5): the "
-                    "weak loss fell into its trivial minimum and the decision net will learn little. Try another "
-                    "seed.")
+        end of a weak-loss stage, its last tenth's mean Q (stage 1's goes into the fold's result as
+        ``stage1_q_defective``/``stage1_q_clean``) and a warning where LNet has gone dark on the defective images
+        (:mod:`lightning_modules.weak.q_watch`; seen on real KolektorSDD: test AP 0.27)."""
+        logs = self._q_watch.update(heatmap.detach().flatten(1).mean(dim=1), labels, local, stage.iterations)
+        if local == stage.iterations - 1:
+            summary = self._q_watch.summary()
+            if stage is self._first_weak_stage():
+                self.stage1_q = summary
+            if QWatch.is_dark(summary):
+                add_warning(self, f"stage {stage.name!r} ended with LNet's heat map dark on the defective training "
+                            f"images (mean Q {summary['q_defective']:.4f} over its last {summary['steps']} steps; "
+                            "the weak loss wants 0.5): the weak loss fell into its trivial minimum and the decision "
+                            "net will learn little. Try another seed.")
         return logs
+
+    def _first_weak_stage(self) -> Stage | None:
+        return next((s for s in self.plan.active if "weak" in s.losses), None)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["stage1_q"] = dict(self.stage1_q)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.stage1_q = dict(checkpoint.get("stage1_q") or {})
+
+    def extra_fold_metrics(self) -> dict[str, float]:
+        """Stage 1's mean Q on the defective and defect-free training images over its last tenth."""
+        return {"stage1_q_defective": self.stage1_q.get("q_defective", float("nan")),
+                "stage1_q_clean": self.stage1_q.get("q_clean", float("nan"))}
 
     def _localize(self, x: torch.Tensor, indices: torch.Tensor, k: tuple, frozen: bool,
                   stage_index: int) -> tuple[torch.Tensor, torch.Tensor]:

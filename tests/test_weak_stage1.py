@@ -1,0 +1,89 @@
+"""Stage 1 of the weak method: the dark state of Eq. 5, alpha's warm-up, and stage 1's Q in the fold's result."""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lightning_modules.weak.losses import collaborative_alpha, warmed_up_alpha, weak_loss
+from tests.test_kolektor_datamodule import make_dm
+from tests.test_stages import tiny_module, tiny_trainer
+from workflow.gathering import FoldResultWriter, load_fold_result
+
+
+def common_q_gradient(q: float, alpha: float) -> float:
+    """d(Eq. 5)/dQ for one defective and one defect-free image that share the same Q (an LNet that does not yet
+    tell them apart)."""
+    heat = torch.full((2, 1, 4, 4), q, dtype=torch.float64, requires_grad=True)
+    weak_loss(heat, torch.tensor([1.0, 0.0]), alpha, eps=0.0).backward()
+    return float(heat.grad.sum()) * 16  # per unit of Q (each pixel weighs 1/16 in Q)
+
+
+@pytest.mark.parametrize("alpha", [1.0, 4.0, 8.0])
+def test_an_undiscriminating_heat_map_settles_where_minus_log_q_is_alpha(alpha: float) -> None:
+    """The reason for the warm-up: with the same Q on both images, Eq. 5's gradient changes sign where
+    log((1-Q)/Q) = alpha / (1-Q), about Q = exp(-alpha): 3.4e-4 at the paper's alpha 8, where the sigmoid's slope
+    is ~1/750 of its value at Q = 0.5; 0.22 at alpha 1."""
+    low, high = 1e-7, 0.5
+    assert common_q_gradient(low, alpha) < 0 < common_q_gradient(high, alpha)  # up from below, down from above
+    for _ in range(60):
+        mid = math.sqrt(low * high)
+        low, high = (mid, high) if common_q_gradient(mid, alpha) < 0 else (low, mid)
+    by_hand = [q for q in np.geomspace(1e-6, 0.5, 200_000) if math.log((1 - q) / q) <= alpha / (1 - q)][0]
+    assert low == pytest.approx(by_hand, rel=1e-3)
+    assert low == pytest.approx({1.0: 0.2178, 4.0: 0.01682, 8.0: 3.345e-4}[alpha], rel=1e-3)
+
+
+def test_warmed_up_alpha_ramps_from_its_start_to_eq6() -> None:
+    assert warmed_up_alpha(8.0, 0, 100) == 1.0
+    assert warmed_up_alpha(8.0, 50, 100) == pytest.approx(4.5)
+    assert warmed_up_alpha(8.0, 100, 100) == 8.0 and warmed_up_alpha(8.0, 10, 0) == 8.0
+    assert warmed_up_alpha(6.0, 25, 100, start=2.0) == pytest.approx(3.0)
+
+
+def test_the_module_warms_alpha_up_over_a_fraction_of_the_collaborative_stage_only() -> None:
+    stages = [{"name": "localization", "iterations": 100, "lr": 0.1, "train": ["trunk", "lnet"],
+               "losses": ["weak"], "alpha": "collaborative"},
+              {"name": "joint", "iterations": 10, "lr": 0.001, "train": ["trunk", "lnet", "dnet"],
+               "losses": ["bce", "weak"]}]
+    paper, warmed = tiny_module(stages=stages), tiny_module(stages=stages, alpha_warmup=0.2)
+    eq6 = [collaborative_alpha(s, 100, 8.0, 2) for s in range(100)]
+    assert [paper.alpha_at(0, s) for s in range(100)] == pytest.approx(eq6)
+    assert warmed.alpha_at(0, 0) == 1.0 and warmed.alpha_at(0, 10) == pytest.approx(1 + (eq6[10] - 1) * 0.5)
+    assert [warmed.alpha_at(0, s) for s in range(20, 100)] == pytest.approx(eq6[20:])
+    assert warmed.alpha_at(1, 0) == 8.0  # stage 3: alpha_init, no warm-up
+
+
+@pytest.mark.parametrize("bias", [-30.0, 0.0])
+def test_stage1_q_goes_into_the_fold_result_and_a_dark_stage_into_its_warnings(kolektor_root: Path, tmp_path: Path,
+                                                                              bias: float) -> None:
+    """lr 0 keeps a heat map forced to sigmoid(bias): stage 1's Q over its last tenth lands in the fold's metrics;
+    a dark one is also a warning kept on the module and saved with the fold's result (for metrics.json)."""
+    torch.manual_seed(0)
+    stages = [{"name": "localization", "iterations": 10, "lr": 0.0, "train": ["trunk", "lnet"], "losses": ["weak"],
+               "alpha": "collaborative"},
+              {"name": "decision", "iterations": 1, "lr": 0.0, "train": ["dnet"], "losses": ["bce"]}]
+    model = tiny_module(stages=stages)
+    torch.nn.init.zeros_(model.net.lnet.head.weight)
+    torch.nn.init.constant_(model.net.lnet.head.bias, bias)
+    trainer = tiny_trainer(tmp_path, [FoldResultWriter()], max_steps=11)
+    datamodule = make_dm(kolektor_root, image_size=(64, 24))
+    with pytest.warns(UserWarning, match="dark") if bias < 0 else nullcontext():
+        trainer.fit(model, datamodule=datamodule)
+    trainer.test(model, datamodule=datamodule, verbose=False)
+    q = 1 / (1 + math.exp(-bias))
+    metrics = model.fold_result["metrics"]
+    assert (metrics["stage1_q_defective"], metrics["stage1_q_clean"]) == pytest.approx((q, q), abs=1e-6)
+    saved = load_fold_result(tmp_path)
+    assert saved["metrics"]["stage1_q_defective"] == pytest.approx(q, abs=1e-6)
+    if bias < 0:
+        assert len(saved["warnings"]) == 1 and "'localization'" in saved["warnings"][0]
+        assert "dark" in saved["warnings"][0] and "Q 0.0000" in saved["warnings"][0]
+    else:
+        assert saved["warnings"] == []
+
