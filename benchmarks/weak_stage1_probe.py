@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
                "restarts": list(getattr(model, "stage1_restarts", []) or []), "trace": trace.rows}
     command = f"python benchmarks/weak_stage1_probe.py --steps {args.steps} {args.name} " + " ".join(args.overrides)
     write_result(ROOT / "benchmarks" / "results" / "probes", args.name, command, commit, wall,
-                 {"probe": summary})
+                 {"probe": summary}, selection="fixed", method="weak")
     print({k: summary[k] for k in ("stage1", "train", "test", "restarts")})
 
 

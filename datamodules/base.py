@@ -16,6 +16,7 @@ from datamodules.checks import check_data_args, check_root
 from datamodules.dataset import SampleDataset
 from datamodules.decoded_cache import DecodedCache
 from datamodules.errors import DatasetError
+from datamodules.header_check import check_headers
 from datamodules.samples import Sample
 from datamodules.splits import assign_group_folds
 from datamodules.training_plan import TrainingPlan, call_hook
@@ -210,6 +211,7 @@ class DefectDataModule(L.LightningDataModule):
         if not self.root.exists():
             raise DatasetError(f"dataset root {self.root} does not exist; {self.download_hint}")
         self.train_samples, self.test_samples = self.split(self.list_samples())
+        check_headers([*self.train_samples, *self.val_samples, *self.test_samples])
         self.train_set = SampleDataset(self.train_samples, self.image_size, self.cache)
         self.val_set = SampleDataset(self.val_samples, self.image_size, self.cache)
         self.test_set = SampleDataset(self.test_samples, self.image_size, self.cache)

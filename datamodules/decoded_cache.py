@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable
 
 import torch
+from torch.utils.data import get_worker_info
 
 #: ``data.cache`` values: decode at every read, or keep decoded samples in RAM up to ``cache_max_gib``
 CACHE_MODES = ("none", "ram")
@@ -20,9 +21,10 @@ class DecodedCache:
     in a random order, so an LRU smaller than the data set would hit as often as this (capacity / data) while
     evicting and re-inserting at every read; this keeps a fixed set and never churns.
 
-    Per process: each DataLoader worker fills its own copy (a forked worker starts from its parent's entries,
-    shared copy-on-write), so with ``W`` workers up to ``(W + 1) * max_bytes`` can be held; persistent workers
-    (the training plans' loaders) keep theirs across epochs. ``max_bytes = 0`` stores nothing.
+    Per process: each of a loader's ``W`` DataLoader workers fills its own copy (a forked worker starts from its
+    parent's entries, shared copy-on-write) up to ``max_bytes / W``, so the workers together hold at most
+    ``max_bytes``; persistent workers (the training plans' loaders) keep theirs across epochs. ``max_bytes = 0``
+    stores nothing.
     """
 
     def __init__(self, max_bytes: int) -> None:
@@ -51,10 +53,15 @@ class DecodedCache:
             return value
         value = decode()
         size = sum(t.numel() * t.element_size() for t in value)
-        if self.nbytes + size <= self.max_bytes:
+        if self.nbytes + size <= self.budget():
             self._store[key] = value
             self.nbytes += size
         return value
+
+    def budget(self) -> int:
+        """This process's share of ``max_bytes``: all of it, or ``1 / W`` in one of a loader's ``W`` workers."""
+        worker = get_worker_info()
+        return self.max_bytes if worker is None else self.max_bytes // max(1, worker.num_workers)
 
     def clear(self) -> None:
         self._store.clear()

@@ -12,8 +12,10 @@ from hydra.utils import instantiate
 
 from datamodules import DefectDataModule, FolderDataModule, NEUDataModule
 from datamodules.synthetic import write_folder, write_neu_cls
+from lightning_modules.baseline import ImageClassifierModule
 from lightning_modules.cluster import ClusteringModule
 from lightning_modules.cluster.plan import PseudoLabelViews
+from lightning_modules.method import build_method
 from lightning_modules.weak import WeakDetectionModule
 from lightning_modules.weak.plan import BalancedPairs
 from tests.conftest import PROJECT_ROOT
@@ -39,10 +41,11 @@ def test_every_experiment_composes_and_instantiates(experiment: str, tmp_path: P
         cfg = fill_class_counts(cfg, dm)
         assert "num_clusters" not in cfg.model or (cfg.model.num_clusters, cfg.model.num_classes) == (6, 6)
     assert isinstance(dm, DefectDataModule) and dm.fold == 1
-    model = instantiate(cfg.model, optimizer=instantiate(cfg.optimizer), _convert_="all")
-    expected = ClusteringModule if experiment.startswith("cluster") else WeakDetectionModule
-    assert isinstance(model, expected)
-    plan = PseudoLabelViews if expected is ClusteringModule else BalancedPairs
+    model = build_method(cfg.model, cfg.optimizer)  # as train.py builds it
+    expected = {"cluster": ClusteringModule, "weak": WeakDetectionModule, "baseline": ImageClassifierModule}
+    name = "weak" if experiment == "demo" else experiment.split("_")[0]
+    assert type(model) is expected[name] and model.name == name
+    plan = PseudoLabelViews if isinstance(model, ClusteringModule) else BalancedPairs
     assert type(model.training_plan) is plan and not hasattr(dm, "train_mode")
     if expected is ClusteringModule:
         assert callable(model.training_plan.views)

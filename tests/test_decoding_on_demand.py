@@ -68,6 +68,19 @@ def test_the_cache_keeps_at_most_its_size(kolektor_root: Path, decode_count: lis
     assert len(unbounded.cache) == n and unbounded.cache.nbytes == n * per_sample
 
 
+def test_a_loaders_workers_share_the_cache_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With W loader workers each keeps at most 1/W of data.cache_max_gib, so together they keep at most all of it."""
+    import datamodules.decoded_cache as cache_module
+
+    cache = DecodedCache(max_bytes=4000)
+    assert cache.budget() == 4000
+    monkeypatch.setattr(cache_module, "get_worker_info", lambda: SimpleNamespace(num_workers=4))
+    assert cache.budget() == 1000
+    for key in range(3):  # 400 bytes each: two fit in a worker's 1000
+        cache.get(key, lambda: (torch.zeros(100, dtype=torch.float32),))
+    assert len(cache) == 2 and cache.nbytes == 800
+
+
 def test_items_are_the_same_with_and_without_the_cache(kolektor_root: Path) -> None:
     sets = []
     for cache in ("none", "ram"):

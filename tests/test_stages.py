@@ -189,3 +189,19 @@ def test_a_stage_ending_with_a_dark_lnet_warns_and_q_is_logged(kolektor_root: Pa
     assert len(dark) == (1 if bias < 0 else 0)
     if dark:
         assert "'localization'" in str(dark[0].message) and "Q 0.0000" in str(dark[0].message)
+
+
+def test_the_frozen_output_cache_is_bounded_and_gives_the_same_outputs() -> None:
+    """Stage 2's cache keeps frozen outputs only up to cache_frozen_max_gib; images past it are recomputed, with the
+    same result."""
+    torch.manual_seed(0)
+    x = torch.rand(4, 1, 64, 24)
+    entry_bytes = sum(t[0].numel() * t[0].element_size() for t in tiny_module().net.eval().localize(x[:1]))
+    model = tiny_module(cache_frozen_max_gib=2.5 * entry_bytes / 2**30).eval()
+    indices, k = torch.arange(4), (0, False, False)
+    first = model._localize(x, indices, k, frozen=True, stage_index=1)
+    assert len(model._frozen_cache) == 2 and model._frozen_bytes <= 2.5 * entry_bytes
+    second = model._localize(x, indices, k, frozen=True, stage_index=1)
+    for a, b in zip(first, second, strict=True):
+        torch.testing.assert_close(a, b)
+    assert len(model._frozen_cache) == 2

@@ -68,7 +68,8 @@ class WeakDetectionModule(ImageDetectionModule):
             0 = the paper.
         rotate: random rotation by 0/90/180/270 degrees per batch (the paper's ablation).
         flip: random horizontal and vertical flips per batch (not in the paper).
-        cache_frozen: while trunk and LNet are frozen, compute their outputs once per training image.
+        cache_frozen: while trunk and LNet are frozen, compute their outputs once per training image (and
+            augmentation), keeping at most ``cache_frozen_max_gib`` of them; the rest are computed at every step.
         pool_clean_score: before pooling the folds, each fold's scores are shifted (in logit) so that the median
             score of its defect-free *training* images is this (:mod:`metrics.calibration`); ``None``
             pools the raw scores (as does a fold without defect-free training images). Per-fold metrics use the
@@ -89,6 +90,7 @@ class WeakDetectionModule(ImageDetectionModule):
         rotate: bool = False,
         flip: bool = False,
         cache_frozen: bool = True,
+        cache_frozen_max_gib: float = 2.0,
         heatmap_dir: str | None = None,
         max_clean_pictures: int = 4,
         pixel_thresholds: int = 200,
@@ -104,7 +106,8 @@ class WeakDetectionModule(ImageDetectionModule):
         self.optimizer_factory = from_config(optimizer)
         self.training_plan = from_config(training_plan) if training_plan is not None else BalancedPairs()
         self.plan = StagePlan(stages if stages is not None else PAPER_STAGES)
-        self._frozen_cache: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._frozen_cache: dict[tuple[int, tuple], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._frozen_bytes = 0
         self._cache_stage = -1
         # Q over the current weak stage's last tenth; stage 1's summary (stage1_q_defective/clean in the result)
         self._q_watch = QWatch()
@@ -183,17 +186,27 @@ class WeakDetectionModule(ImageDetectionModule):
             return self.net.localize(x)
         if stage_index != self._cache_stage:
             self._frozen_cache.clear()
+            self._frozen_bytes = 0
             self._cache_stage = stage_index
         keys = [(int(i), k) for i in indices]
-        missing = [j for j, key in enumerate(keys) if key not in self._frozen_cache]
+        outputs = {key: self._frozen_cache[key] for key in keys if key in self._frozen_cache}
+        missing = [j for j, key in enumerate(keys) if key not in outputs]
         if missing:
             with torch.no_grad():
                 feats, heat = self.net.localize(x[missing])
             for j, f, h in zip(missing, feats, heat, strict=True):
-                self._frozen_cache[keys[j]] = (f, h)
-        feats = torch.stack([self._frozen_cache[key][0] for key in keys])
-        heat = torch.stack([self._frozen_cache[key][1] for key in keys])
+                outputs[keys[j]] = (f, h)
+                self._keep_frozen(keys[j], f, h)
+        feats = torch.stack([outputs[key][0] for key in keys])
+        heat = torch.stack([outputs[key][1] for key in keys])
         return feats, heat
+
+    def _keep_frozen(self, key: tuple[int, tuple], features: torch.Tensor, heatmap: torch.Tensor) -> None:
+        """Keep one image's frozen outputs while the cache is under ``cache_frozen_max_gib`` (fill until full)."""
+        size = features.numel() * features.element_size() + heatmap.numel() * heatmap.element_size()
+        if self._frozen_bytes + size <= self.hparams.cache_frozen_max_gib * 2**30:
+            self._frozen_cache[key] = (features, heatmap)
+            self._frozen_bytes += size
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         step = self.global_step
