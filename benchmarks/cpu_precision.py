@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -41,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from workflow.precision import cpu_precision, native_bf16, register_resolvers  # noqa: E402
 from workflow.run_info import require_clean_tree, write_result  # noqa: E402
+from workflow.timing import timed  # noqa: E402
 
 PRECISIONS = ("32-true", "bf16-mixed")
 
@@ -54,14 +54,6 @@ def preset(name: str) -> DictConfig:
         return compose("train", overrides=[f"experiment={name}", *extra])
 
 
-def timed(step: Callable[[], object], repeats: int) -> float:
-    step()  # warm-up: oneDNN picks its kernels on the first call
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def cluster_workloads(precision: str) -> dict[str, Callable[[], object]]:

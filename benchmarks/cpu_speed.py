@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -41,19 +40,11 @@ from lightning_modules.weak.networks import WeakDefectNet  # noqa: E402
 from workflow.inference_backends import Bf16Net, export_net, onnx_session_runner  # noqa: E402
 from workflow.precision import native_bf16  # noqa: E402
 from workflow.run_info import require_clean_tree, write_result  # noqa: E402
+from workflow.timing import timed  # noqa: E402
 
 PAPER_SIZE = (1408, 512)
 
 
-def timed(step: Callable[[], object], repeats: int) -> float:
-    """Median seconds of ``repeats`` calls after one warm-up call."""
-    step()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def peak_gflops(dtype: torch.dtype, n: int = 4096) -> float:
