@@ -137,9 +137,23 @@ class PseudoLabelReassigner(L.Callback):
 
     @torch.no_grad()
     def reassign(self, trainer: L.Trainer, pl_module: L.LightningModule) -> torch.Tensor:
+        """Features of every training image, k-means on rank 0, the assignment to every rank's training plan."""
         start = time.perf_counter()
-        datamodule = trainer.datamodule
-        loader = datamodule.feature_dataloader(trainer.world_size, trainer.global_rank)
+        features, ids, extra, averaged = self._features(trainer, pl_module)
+        align = self.align_to_previous and self.previous is not None  # the same on every rank
+        assignment = self._cluster(trainer, features, len(ids), extra, align)
+        pl_module.training_plan.set_pseudo_labels(assignment)
+        if not align:
+            pl_module.reset_head()
+            restart_average(trainer, pl_module, "head")  # an average of heads for other cluster numbers is noise
+        self._record(trainer, assignment, time.perf_counter() - start, averaged)
+        return assignment
+
+    def _features(self, trainer: L.Trainer, pl_module: L.LightningModule) -> tuple[torch.Tensor, torch.Tensor,
+                                                                                  dict, bool]:
+        """(features, ids, the descriptors' k-means options, whether averaged weights made them) of every training
+        image, gathered from the ranks, each image once; the descriptors computed once per training set."""
+        loader = trainer.datamodule.feature_dataloader(trainer.world_size, trainer.global_rank)
         quiet = not (self.progress and trainer.is_global_zero)
         batches = tqdm(loader, desc="features", leave=False, disable=quiet)
         described: list[torch.Tensor] = []
@@ -155,10 +169,14 @@ class PseudoLabelReassigner(L.Callback):
             self._described = (loader.dataset, descriptors[0].float().cpu())
         extra = ({"descriptors": self._described[1].numpy(), "descriptor_weight": self.descriptor_weight}
                  if self.descriptor is not None else {})
-        assignment = torch.empty(len(ids), dtype=torch.long)
-        align = self.align_to_previous and self.previous is not None  # the same on every rank
+        return features, ids, extra, bool(averaged)
+
+    def _cluster(self, trainer: L.Trainer, features: torch.Tensor, n: int, extra: dict, align: bool) -> torch.Tensor:
+        """k-means on rank 0 (aligned to the previous assignment and voted, as configured), broadcast to all."""
+        assignment = torch.empty(n, dtype=torch.long)
         if trainer.is_global_zero:
-            with tqdm(total=1, desc=f"k-means ({self.backend}, K={self.num_clusters}, N={len(ids)})", leave=False,
+            quiet = not self.progress
+            with tqdm(total=1, desc=f"k-means ({self.backend}, K={self.num_clusters}, N={n})", leave=False,
                       disable=quiet) as bar:
                 labels = cluster(features.float().cpu().numpy(), self.num_clusters, self.backend,
                                  seed=self.seed + len(self.history), **self.options, **extra)
@@ -168,35 +186,33 @@ class PseudoLabelReassigner(L.Callback):
                 assignment = align_to(assignment, self.previous, self.num_clusters)
             if self.label_momentum:
                 assignment = self.vote(assignment)
-        assignment = trainer.strategy.broadcast(assignment, src=0)
-        pl_module.training_plan.set_pseudo_labels(assignment)
-        if not align:
-            pl_module.reset_head()
-            restart_average(trainer, pl_module, "head")  # an average of heads for other cluster numbers is noise
+        return trainer.strategy.broadcast(assignment, src=0)
+
+    def _record(self, trainer: L.Trainer, assignment: torch.Tensor, seconds: float, averaged: bool) -> None:
+        """The reassignment's sizes, agreement with the previous one (and with the truth, a diagnostic) in
+        :attr:`history`, the loggers and one log line."""
         sizes = np.bincount(assignment.numpy(), minlength=self.num_clusters)
-        record = {"step": trainer.global_step, "sizes": sizes.tolist(), "seconds": time.perf_counter() - start,
+        record = {"step": trainer.global_step, "sizes": sizes.tolist(), "seconds": seconds,
                   "averaged_weights": averaged}
         metrics = {"cluster/min_size": float(sizes.min()), "cluster/max_size": float(sizes.max()),
-                   "cluster/seconds": record["seconds"]}
+                   "cluster/seconds": seconds}
         metrics.update({f"cluster/size_rank{i}": float(n) for i, n in enumerate(sorted(sizes, reverse=True))})
         if self.previous is not None:
             record["nmi_to_previous"] = float(normalized_mutual_info_score(assignment, self.previous))
             metrics["cluster/nmi_to_previous"] = record["nmi_to_previous"]
         if self.score_against_truth:
-            targets = getattr(getattr(datamodule, "train_set", None), "targets", None)  # a datamodule may have none
+            targets = getattr(getattr(trainer.datamodule, "train_set", None), "targets", None)  # may have none
             record.update(truth_scores(assignment, targets, self.num_clusters))
             metrics.update({f"cluster/{k}": v for k, v in record.items() if k.endswith("_to_truth")})
         self.previous = assignment.clone()
         self.history.append(record)
         self._done_at = trainer.global_step
-        if trainer.loggers:
-            for logger in trainer.loggers:
-                logger.log_metrics(metrics, step=trainer.global_step)
+        for logger in trainer.loggers or []:
+            logger.log_metrics(metrics, step=trainer.global_step)
         truth = f", ACC to the true classes {record['acc_to_truth']:.3f}" if "acc_to_truth" in record else ""
         source = ", averaged weights" if averaged else ""
         rank_zero_info(f"pseudo-labels reassigned at step {trainer.global_step}: sizes {sizes.tolist()} "
-                       f"({record['seconds']:.1f} s{truth}{source})")
-        return assignment
+                       f"({seconds:.1f} s{truth}{source})")
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Empty clusters and pseudo-labels that never changed: said again at the end of the run
