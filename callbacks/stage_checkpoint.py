@@ -28,5 +28,5 @@ class StageCheckpoint(L.Callback):
             if step == end:
                 directory = Path(self.dirpath or Path(trainer.default_root_dir) / "checkpoints")
                 path = directory / f"stage{i + 1}-{stage.name}.ckpt"
-                trainer.save_checkpoint(path, weights_only=False)
+                trainer.save_checkpoint(path)  # the full training state (optimizer, loops): resumable
                 rank_zero_info(f"stage {i + 1} ({stage.name}) done at step {step}: {path}")

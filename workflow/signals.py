@@ -45,7 +45,7 @@ class CheckpointOnSigterm(L.Callback):
             return
         path = checkpoint_dir(trainer) / "last.ckpt"
         if trainer.state.fn == TrainerFn.FITTING:
-            trainer.save_checkpoint(path, weights_only=False)
+            trainer.save_checkpoint(path)  # the full training state (optimizer, loops): resumable
             log.warning("SIGTERM at step %d: saved %s", trainer.global_step, path)
         INTERRUPTION.clear()
         INTERRUPTION.update(fold=self.fold, checkpoint=path if path.is_file() else None, step=trainer.global_step,
