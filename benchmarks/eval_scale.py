@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from lightning_modules.checkpoints import load_trained_model  # noqa: E402
+from lightning_modules.method import method_of  # noqa: E402
 from workflow.run_info import require_clean_tree, write_result  # noqa: E402
 
 
@@ -88,10 +89,14 @@ def check_args(run_dir: Path, scales: list[float], name: str, overwrite: bool) -
     config = run_dir / "config_resolved.yaml"
     if not config.is_file():
         raise SystemExit(f"{run_dir}: no config_resolved.yaml; give a train.py run folder")
-    target = str(OmegaConf.load(config).model.get("_target_", ""))
-    if "cluster" not in target.lower():
-        raise SystemExit(f"{run_dir} is a run of {target or 'an unknown model'}: eval_scale re-tests clustering "
-                         "runs only (ACC/NMI of the head's clusters)")
+    model = OmegaConf.load(config).model
+    try:
+        method = method_of(model).name  # the registry, as benchmarks/run.py tells a run's method
+    except (TypeError, ValueError):
+        method = None
+    if method != "cluster":
+        raise SystemExit(f"{run_dir} is a run of {model.get('_target_') or 'an unknown model'}: eval_scale re-tests "
+                         "clustering runs only (ACC/NMI of the head's clusters)")
 
 
 def main() -> None:
