@@ -166,18 +166,25 @@ class RecordQ(L.Callback):
             self.q.append((float(metrics["train/q_defective"]), float(metrics["train/q_clean"])))
 
 
+def forced_heatmap_module(bias: float, stage1_iterations: int) -> WeakDetectionModule:
+    """A tiny module whose heat map is sigmoid(``bias``) everywhere and stays so (lr 0): stage 1 of
+    ``stage1_iterations`` weak-loss steps, then one decision step."""
+    torch.manual_seed(0)
+    stages = [{"name": "localization", "iterations": stage1_iterations, "lr": 0.0, "train": ["trunk", "lnet"],
+               "losses": ["weak"], "alpha": "collaborative"},
+              {"name": "decision", "iterations": 1, "lr": 0.0, "train": ["dnet"], "losses": ["bce"]}]
+    model = tiny_module(stages=stages)
+    torch.nn.init.zeros_(model.net.lnet.head.weight)
+    torch.nn.init.constant_(model.net.lnet.head.bias, bias)
+    return model
+
+
 @pytest.mark.parametrize("bias", [-30.0, 0.0])
 def test_a_stage_ending_with_a_dark_lnet_warns_and_q_is_logged(kolektor_root: Path, tmp_path: Path,
                                                                bias: float) -> None:
     """Q of defective and clean images is logged each weak step; a heat map dark on the defective images at
     the end of stage 1 (the weak loss's trivial minimum) warns. lr 0 keeps the forced heat map as it is."""
-    torch.manual_seed(0)
-    stages = [{"name": "localization", "iterations": 4, "lr": 0.0, "train": ["trunk", "lnet"], "losses": ["weak"],
-               "alpha": "collaborative"},
-              {"name": "decision", "iterations": 1, "lr": 0.0, "train": ["dnet"], "losses": ["bce"]}]
-    model = tiny_module(stages=stages)
-    torch.nn.init.zeros_(model.net.lnet.head.weight)
-    torch.nn.init.constant_(model.net.lnet.head.bias, bias)
+    model = forced_heatmap_module(bias, stage1_iterations=4)
     record = RecordQ()
     trainer = tiny_trainer(tmp_path, [record], max_steps=5)
     with warnings.catch_warnings(record=True) as caught:

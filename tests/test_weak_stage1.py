@@ -12,7 +12,7 @@ import torch
 
 from lightning_modules.weak.losses import collaborative_alpha, warmed_up_alpha, weak_loss
 from tests.test_kolektor_datamodule import make_dm
-from tests.test_stages import tiny_module, tiny_trainer
+from tests.test_stages import forced_heatmap_module, tiny_module, tiny_trainer
 from workflow.gathering import FoldResultWriter, load_fold_result
 
 
@@ -64,13 +64,7 @@ def test_stage1_q_goes_into_the_fold_result_and_a_dark_stage_into_its_warnings(k
                                                                               bias: float) -> None:
     """lr 0 keeps a heat map forced to sigmoid(bias): stage 1's Q over its last tenth lands in the fold's metrics;
     a dark one is also a warning kept on the module and saved with the fold's result (for metrics.json)."""
-    torch.manual_seed(0)
-    stages = [{"name": "localization", "iterations": 10, "lr": 0.0, "train": ["trunk", "lnet"], "losses": ["weak"],
-               "alpha": "collaborative"},
-              {"name": "decision", "iterations": 1, "lr": 0.0, "train": ["dnet"], "losses": ["bce"]}]
-    model = tiny_module(stages=stages)
-    torch.nn.init.zeros_(model.net.lnet.head.weight)
-    torch.nn.init.constant_(model.net.lnet.head.bias, bias)
+    model = forced_heatmap_module(bias, stage1_iterations=10)
     trainer = tiny_trainer(tmp_path, [FoldResultWriter()], max_steps=11)
     datamodule = make_dm(kolektor_root, image_size=(64, 24))
     with pytest.warns(UserWarning, match="dark") if bias < 0 else nullcontext():
