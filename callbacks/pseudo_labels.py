@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import nullcontext
 
 import lightning as L
@@ -18,6 +18,7 @@ from clustering.alignment import align_to, truth_scores
 from clustering.backends import cluster
 from clustering.descriptors import texture_descriptor
 from clustering.health import clustering_warnings
+from clustering.stability import choose_descriptor_weight
 from workflow.gathering import gather_unique
 from workflow.run_warnings import add_warning
 
@@ -82,7 +83,11 @@ class PseudoLabelReassigner(L.Callback):
             evaluation-transformed images (once per training set: the transform is fixed), is clustered beside
             the features (:func:`clustering.backends.cluster`): a description that does not move with the network;
             not in the paper.
-        descriptor_weight: the descriptor's share of every distance, the features' being 1 (see ``cluster``).
+        descriptor_weight: the descriptor's share of every distance, the features' being 1 (see ``cluster``), or
+            ``"auto"``: at every reassignment, the one of ``descriptor_weights`` (0: the features alone) whose
+            k-means agrees best with itself over random subsamples and seeds (:mod:`clustering.stability`, a
+            criterion that reads no label); logged as ``cluster/descriptor_weight`` and kept in the fold's metrics.
+        descriptor_weights: the candidate weights of ``"auto"``.
     """
 
     def __init__(self, num_clusters: int, every_n_steps: int = 100, backend: str = "faiss", pca_dim: int | None = 64,
@@ -90,14 +95,19 @@ class PseudoLabelReassigner(L.Callback):
                  seed: int = 0, freeze_after: float = 1.0, progress: bool = True,
                  score_against_truth: bool = True, align_to_previous: bool = False,
                  features_from_average: bool = True, label_momentum: float = 0.0, descriptor: str | None = None,
-                 descriptor_weight: float = 1.0) -> None:
+                 descriptor_weight: float | str = 1.0,
+                 descriptor_weights: Sequence[float] = (0.0, 1.0, 2.0, 4.0, 8.0)) -> None:
         if not 0.0 < freeze_after <= 1.0:
             raise ValueError(f"freeze_after is a fraction of max_steps in (0, 1], got {freeze_after}")
         if not 0.0 <= label_momentum < 1.0 or (label_momentum and not align_to_previous):
             raise ValueError(f"label_momentum must lie in [0, 1) and needs align_to_previous, got {label_momentum}")
         self.label_momentum = label_momentum
         self.descriptor = texture_descriptor(descriptor) if descriptor else None
+        if isinstance(descriptor_weight, str) and descriptor_weight != "auto":
+            raise ValueError(f"descriptor_weight is a number or 'auto', got {descriptor_weight!r}")
         self.descriptor_weight = descriptor_weight
+        self.descriptor_weights = tuple(float(w) for w in descriptor_weights)
+        self._chosen: dict = {}  # the last "auto" choice: weight and each candidate's agreement
         # (the dataset described, its images' descriptors in gathered order): the evaluation transform is fixed, so
         # a training set's descriptors are computed at its first reassignment only
         self._described: tuple[object, torch.Tensor] | None = None
@@ -178,8 +188,11 @@ class PseudoLabelReassigner(L.Callback):
             quiet = not self.progress
             with tqdm(total=1, desc=f"k-means ({self.backend}, K={self.num_clusters}, N={n})", leave=False,
                       disable=quiet) as bar:
-                labels = cluster(features.float().cpu().numpy(), self.num_clusters, self.backend,
-                                 seed=self.seed + len(self.history), **self.options, **extra)
+                points = features.float().cpu().numpy()
+                if self.descriptor_weight == "auto" and extra:
+                    extra = {**extra, "descriptor_weight": self._choose_weight(points, extra["descriptors"])}
+                labels = cluster(points, self.num_clusters, self.backend, seed=self.seed + len(self.history),
+                                 **self.options, **extra)
                 bar.update()
             assignment = torch.from_numpy(labels)
             if align:
@@ -188,14 +201,23 @@ class PseudoLabelReassigner(L.Callback):
                 assignment = self.vote(assignment)
         return trainer.strategy.broadcast(assignment, src=0)
 
+    def _choose_weight(self, points: np.ndarray, descriptors: np.ndarray) -> float:
+        """The ``"auto"`` descriptor weight for this reassignment (:func:`choose_descriptor_weight`)."""
+        weight, scores = choose_descriptor_weight(points, descriptors, self.num_clusters, self.descriptor_weights,
+                                                  self.backend, seed=self.seed + len(self.history), **self.options)
+        self._chosen = {"descriptor_weight": weight, "agreement": {str(w): s for w, s in scores.items()}}
+        return weight
+
     def _record(self, trainer: L.Trainer, assignment: torch.Tensor, seconds: float, averaged: bool) -> None:
         """The reassignment's sizes, agreement with the previous one (and with the truth, a diagnostic) in
         :attr:`history`, the loggers and one log line."""
         sizes = np.bincount(assignment.numpy(), minlength=self.num_clusters)
         record = {"step": trainer.global_step, "sizes": sizes.tolist(), "seconds": seconds,
-                  "averaged_weights": averaged}
+                  "averaged_weights": averaged, **self._chosen}
         metrics = {"cluster/min_size": float(sizes.min()), "cluster/max_size": float(sizes.max()),
                    "cluster/seconds": seconds}
+        if self._chosen:
+            metrics["cluster/descriptor_weight"] = self._chosen["descriptor_weight"]
         metrics.update({f"cluster/size_rank{i}": float(n) for i, n in enumerate(sorted(sizes, reverse=True))})
         if self.previous is not None:
             record["nmi_to_previous"] = float(normalized_mutual_info_score(assignment, self.previous))
@@ -211,6 +233,9 @@ class PseudoLabelReassigner(L.Callback):
             logger.log_metrics(metrics, step=trainer.global_step)
         truth = f", ACC to the true classes {record['acc_to_truth']:.3f}" if "acc_to_truth" in record else ""
         source = ", averaged weights" if averaged else ""
+        if self._chosen:
+            agreement = ", ".join(f"{w}: {s:.3f}" for w, s in self._chosen["agreement"].items())
+            source += f", descriptor weight {self._chosen['descriptor_weight']:g} (self-agreement {agreement})"
         rank_zero_info(f"pseudo-labels reassigned at step {trainer.global_step}: sizes {sizes.tolist()} "
                        f"({seconds:.1f} s{truth}{source})")
 
@@ -219,6 +244,10 @@ class PseudoLabelReassigner(L.Callback):
         (:mod:`clustering.health`, :mod:`workflow.run_warnings`)."""
         for message in clustering_warnings(self.history, self.num_clusters):
             add_warning(pl_module, message)
+        chosen = [r["descriptor_weight"] for r in self.history if "descriptor_weight" in r]
+        if chosen:  # the label-free choices, for the fold's metrics
+            pl_module.training_summary = {"descriptor_weight_last": chosen[-1],
+                                          "descriptor_weight_mean": float(np.mean(chosen))}
 
     def vote(self, assignment: torch.Tensor) -> torch.Tensor:
         """The most voted cluster of each image once ``assignment`` has voted (see ``label_momentum``)."""

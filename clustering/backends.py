@@ -144,14 +144,23 @@ def cluster(features: np.ndarray, k: int, backend: str = "faiss", seed: int = 0,
         raise ValueError(f"unknown k-means backend {backend!r}; choose from {sorted(KMEANS_BACKENDS)}")
     if features.shape[0] < k:
         raise ValueError(f"cannot make {k} clusters from {features.shape[0]} points")
-    x = preprocess(features, pca_dim, whiten, l2_normalize)
-    if descriptors is not None:
-        if len(descriptors) != len(features):
-            raise ValueError(f"{len(descriptors)} descriptors for {len(features)} feature vectors")
-        described = preprocess(standardize(descriptors), pca_dim, whiten, l2_normalize)
-        x = np.ascontiguousarray(np.hstack([x, descriptor_weight * described]), dtype=np.float32)
+    x = clustered_points(features, pca_dim, whiten, l2_normalize, descriptors, descriptor_weight)
     assignment = KMEANS_BACKENDS[backend](x, k, seed=seed, **kwargs)
     return fill_empty_clusters(x, assignment, k, seed)
+
+
+def clustered_points(features: np.ndarray, pca_dim: int | None = None, whiten: bool = True,
+                     l2_normalize: bool = True, descriptors: np.ndarray | None = None,
+                     descriptor_weight: float = 1.0) -> np.ndarray:
+    """The points :func:`cluster` runs k-means on: ``features`` preprocessed, beside the descriptors (if any)
+    standardized, preprocessed the same way and scaled by ``descriptor_weight`` (weight 0: the features alone)."""
+    x = preprocess(features, pca_dim, whiten, l2_normalize)
+    if descriptors is None or descriptor_weight == 0:
+        return x
+    if len(descriptors) != len(features):
+        raise ValueError(f"{len(descriptors)} descriptors for {len(features)} feature vectors")
+    described = preprocess(standardize(descriptors), pca_dim, whiten, l2_normalize)
+    return np.ascontiguousarray(np.hstack([x, descriptor_weight * described]), dtype=np.float32)
 
 
 @register("sklearn_gmm")

@@ -164,6 +164,28 @@ def test_aligned_reassignments_keep_the_head_and_bf16_channels_last_features_are
     assert torch.allclose(model.features(images), plain.features(images), atol=1e-5)  # same numbers
 
 
+def test_auto_descriptor_weight_is_chosen_at_every_reassignment_and_reported(neu_root: Path) -> None:
+    """descriptor_weight=auto: each reassignment records the weight chosen among the candidates and every
+    candidate's self-agreement; the fold's test metrics carry the last and the mean chosen weight."""
+    torch.manual_seed(0)
+    model = ClusteringModule(partial(torch.optim.AdamW, lr=1e-3), backbone="resnet18", num_clusters=3,
+                             num_classes=6, warmup_steps=1, max_steps=5, training_plan=views_plan())
+    kmeans = PseudoLabelReassigner(num_clusters=3, every_n_steps=2, pca_dim=8, nredo=1, descriptor="lbp_moments",
+                                   descriptor_weight="auto", descriptor_weights=[0, 2])
+    trainer = L.Trainer(accelerator="cpu", max_steps=5, max_epochs=-1, logger=False, callbacks=[kmeans],
+                        enable_progress_bar=False, enable_checkpointing=False)
+    dm = neu_dm(neu_root)
+    trainer.fit(model, datamodule=dm)
+    assert [h["step"] for h in kmeans.history] == [0, 2]
+    chosen = [h["descriptor_weight"] for h in kmeans.history]
+    assert all(w in (0.0, 2.0) for w in chosen) and all(set(h["agreement"]) == {"0.0", "2.0"} for h in kmeans.history)
+    trainer.test(model, datamodule=dm)
+    assert model.fold_result["metrics"]["descriptor_weight_last"] == chosen[-1]
+    assert model.fold_result["metrics"]["descriptor_weight_mean"] == pytest.approx(np.mean(chosen))
+    with pytest.raises(ValueError, match="a number or 'auto'"):
+        PseudoLabelReassigner(num_clusters=3, descriptor="lbp_moments", descriptor_weight="heavy")
+
+
 def test_the_descriptor_of_each_training_image_is_clustered_beside_its_features(
         neu_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """descriptor=lbp_moments: k-means receives, row for row with the features, the descriptor of each training

@@ -212,6 +212,7 @@ class ClusteringModule(DefectMethod):
     def on_test_epoch_end(self) -> None:
         metrics = self.test_metrics.compute()
         metrics["ms_per_image"] = 1000 * self._test_seconds / max(1, self._test_images)
+        metrics.update(getattr(self, "training_summary", {}))  # what the pseudo-label callback chose, if anything
         clusters, targets, ids = self.test_metrics.gathered()
         self.fold_result = {"metrics": metrics, "classes": self.classes(),
                             "per_image": {"ids": ids.cpu(), "target": targets.cpu(), "cluster": clusters.cpu()}}

@@ -1,0 +1,37 @@
+"""The label-free choice of the descriptor's weight: k-means agreeing with itself (clustering/stability.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from clustering.stability import choose_descriptor_weight, self_agreement
+from tests.test_kmeans import blobs
+
+OPTIONS = {"pca_dim": 8, "nredo": 5}
+
+
+def test_self_agreement_is_high_for_groups_and_low_for_a_structureless_cloud() -> None:
+    grouped, _ = blobs(k=4, d=8)
+    cloud = np.random.default_rng(5).normal(size=grouped.shape).astype(np.float32)
+    assert self_agreement(grouped, 4, nredo=5) > 0.95
+    assert self_agreement(cloud, 4, nredo=5) < 0.5
+    with pytest.raises(ValueError, match="runs >= 2"):
+        self_agreement(grouped, 4, runs=1)
+
+
+def test_the_descriptor_is_weighted_in_where_it_carries_the_groups() -> None:
+    """Features of noise, descriptors in 4 groups: the agreement rises with the descriptor's weight, and a
+    weight above 0 is chosen."""
+    descriptors, _ = blobs(k=4, d=12, seed=1)
+    noise = np.random.default_rng(3).normal(size=(len(descriptors), 32)).astype(np.float32)
+    weight, scores = choose_descriptor_weight(noise, descriptors, 4, [0, 1, 4], **OPTIONS)
+    assert weight > 0 and scores[0.0] < 0.7 and max(scores.values()) > 0.9
+
+
+def test_the_features_alone_are_kept_where_the_descriptor_is_noise() -> None:
+    """Features in 4 groups, descriptors of noise: weight 0 (the paper) is chosen, and it agrees with itself."""
+    features, _ = blobs(k=4, d=32, seed=2)
+    noise = np.random.default_rng(4).normal(size=(len(features), 12)).astype(np.float32)
+    weight, scores = choose_descriptor_weight(features, noise, 4, [0, 1, 4], **OPTIONS)
+    assert weight == 0.0 and scores[0.0] > 0.95 and scores[4.0] < scores[0.0]
