@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from datamodules import DefectDataModule, FolderDataModule, NEUDataModule
 from datamodules.synthetic import write_folder, write_neu_cls
@@ -35,7 +36,7 @@ def test_every_experiment_composes_and_instantiates(experiment: str, tmp_path: P
     if isinstance(dm, FolderDataModule):  # K and the defect-free class come from the class folders
         write_folder(tmp_path, classes=("good", "scratch", "stain"), per_class=3)
         cfg = fill_class_counts(cfg, dm)
-        assert (cfg.model.num_clusters, cfg.model.defect_free_class) == (3, 0)
+        assert "num_clusters" not in cfg.model or (cfg.model.num_clusters, cfg.model.defect_free_class) == (3, 0)
     if isinstance(dm, NEUDataModule):  # the cluster presets leave K to the data: NEU's 6 classes
         write_neu_cls(tmp_path, per_class=1)
         cfg = fill_class_counts(cfg, dm)
@@ -100,3 +101,21 @@ def test_cfg_job_prints_the_composed_config() -> None:
     assert out.returncode == 0, out.stderr
     assert "_target_: datamodules.KolektorSDDDataModule" in out.stdout
     assert "- 1408" in out.stdout and "lr_drops:" in out.stdout
+
+
+@pytest.mark.parametrize(("reference", "others", "data_only"), [
+    ("weak_kolektor_cpu", ["weak_elpv_cpu", "weak_folder_cpu"], ()),
+    ("cluster_neu_cpu", ["cluster_folder_cpu"], ("num_clusters", "num_classes", "defect_free_class")),
+])
+def test_a_methods_cpu_presets_differ_only_in_data(reference: str, others: list[str], data_only: tuple) -> None:
+    """One setting per method across datasets: the CPU presets of a method share model, optimizer, callbacks and
+    trainer; only the data (and what the data decides, such as the number of classes) differ."""
+    def method_settings(experiment: str) -> dict:
+        cfg = compose_cfg([f"experiment={experiment}"])
+        model = {k: v for k, v in OmegaConf.to_container(cfg.model).items() if k not in data_only}
+        return {"model": model, "optimizer": OmegaConf.to_container(cfg.optimizer),
+                "callbacks": OmegaConf.to_container(cfg.callbacks), "trainer": OmegaConf.to_container(cfg.trainer)}
+
+    expected = method_settings(reference)
+    for other in others:
+        assert method_settings(other) == expected, other

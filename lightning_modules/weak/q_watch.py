@@ -1,6 +1,6 @@
 """Q (the mean heat map of an image, Eq. 3-4) over a weak-loss stage's last tenth: what says whether LNet went dark.
 
-The weak loss has a dark state (see :mod:`lightning_modules.weak.stage1_guard`): a heat map dark on every image
+The weak loss has a dark state (benchmarks/notes/weak_stage1_collapse.md): a heat map dark on every image
 pays little on the defective ones and nothing on the defect-free ones. :class:`QWatch` keeps the batches' mean Q of
 the defective and of the defect-free images over the last tenth of each weak stage and summarises them at its end.
 """
