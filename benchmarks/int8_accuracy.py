@@ -5,8 +5,9 @@
 
 The model and its fold's data are rebuilt from the checkpoint (:func:`load_trained_model`; the stored ``data``
 config with the ``data.*`` overrides given, as to ``train.py``). The network is exported to ONNX once; the int8
-file is that file quantised by :func:`workflow.quantization.quantize_int8`, calibrated on up to
-``--calibration-images`` *training* images of the fold (as predict.py calibrates). Both files run in ONNX Runtime
+file is that file quantised as predict.py quantises it (:func:`workflow.quantization.quantize_int8`, the
+:data:`FLOAT_LAYERS` kept float32), calibrated on up to ``--calibration-images`` *training* images of the fold
+(as predict.py calibrates). Both files run in ONNX Runtime
 on every test image of the fold at the training size, one image at a time; the AP is the one ``train.py`` reports
 (``metrics.detection``: the probability against the image label). Writes ``benchmarks/results/<--name>.json``:
 ``metrics.ap_fp32``, ``ap_int8``, ``ap_delta`` (int8 - float32), ``n_test_images``. ``benchmarks/cpu_speed.py``
@@ -33,6 +34,7 @@ from datamodules.image_files import load_image  # noqa: E402
 from datamodules.samples import Sample  # noqa: E402
 from lightning_modules.checkpoints import load_trained_model  # noqa: E402
 from lightning_modules.exporters import Runner  # noqa: E402
+from lightning_modules.weak.export import FLOAT_LAYERS  # noqa: E402
 from workflow.inference_backends import export_net, onnx_session_runner  # noqa: E402
 from workflow.quantization import CALIBRATION_IMAGES, calibration_images, quantize_int8  # noqa: E402
 from workflow.run_info import require_clean_tree, write_result  # noqa: E402
@@ -67,7 +69,7 @@ def measure(checkpoint: Path, overrides: Sequence[str], n_calibration: int) -> d
     labels = torch.tensor([s.label for s in test])
     with tempfile.TemporaryDirectory() as work:
         fp32 = export_net(model.module.net.cpu().eval(), "onnx", calibration[:1], Path(work) / "model.onnx")
-        int8 = quantize_int8(fp32, Path(work) / "model_int8.onnx", calibration)
+        int8 = quantize_int8(fp32, Path(work) / "model_int8.onnx", calibration, keep_float=FLOAT_LAYERS)
         scores = {name: probabilities(onnx_session_runner(path), test, mode, size)
                   for name, path in (("fp32", fp32), ("int8", int8))}
     ap = {name: float(binary_average_precision(s, labels)) for name, s in scores.items()}
@@ -91,7 +93,9 @@ def main() -> None:
     start = time.perf_counter()
     metrics = measure(args.checkpoint.resolve(), args.overrides, args.calibration_images)
     write_result(RESULTS, args.name, "python benchmarks/int8_accuracy.py " + " ".join(sys.argv[1:]), commit,
-                 time.perf_counter() - start, metrics, selection="fixed", method="weak")
+                 time.perf_counter() - start, metrics, selection="fixed", method="weak",
+                 note="the quantisation settings (workflow/quantization.py) were chosen in exploratory runs on the "
+                      "test fold of this checkpoint")
     print({k: v for k, v in metrics.items() if k != "checkpoint"})
 
 

@@ -11,8 +11,9 @@
   uses) into a scratch folder, then run from the file (``torch.jit.load``; ONNX Runtime on the CPU with all graph
   optimisations and one intra-op thread per core). Same outputs as ``torch`` to float rounding.
 * ``onnx_int8``: the ``onnx`` file quantised to int8 by ONNX Runtime's static quantisation
-  (:mod:`workflow.quantization`), its activation ranges calibrated on images the caller passes (predict.py: the
-  fold's training images), then run as ``onnx``. Approximate: its test-fold AP against float32 is what
+  (:mod:`workflow.quantization`: convolutions and max-pools, the decision net and LNet's output layer left
+  float32), its activation ranges calibrated on images the caller passes (predict.py: the fold's training images),
+  then run as ``onnx``. Approximate: its test-fold AP against float32 is what
   ``benchmarks/int8_accuracy.py`` measures.
 
 Each backend replaces the module's ``net`` by a module with the same call (image -> heat map, logits), so the
@@ -29,7 +30,7 @@ import torch
 from torch import nn
 
 from lightning_modules.exporters import EXPORTERS, ExportSpec, Runner, torchscript_runner
-from lightning_modules.weak.export import OUTPUT_NAMES, WeakInference, min_dynamic_side
+from lightning_modules.weak.export import FLOAT_LAYERS, OUTPUT_NAMES, WeakInference, min_dynamic_side
 from workflow.precision import native_bf16
 
 BACKENDS = ("torch", "torch_bf16", "torchscript", "onnx", "onnx_int8")
@@ -117,6 +118,6 @@ def with_backend(module: L.LightningModule, backend: str, example: torch.Tensor,
     if backend == "onnx_int8":
         from workflow.quantization import quantize_int8
 
-        path = quantize_int8(path, work_dir / "model_int8.onnx", calibration)
+        path = quantize_int8(path, work_dir / "model_int8.onnx", calibration, keep_float=FLOAT_LAYERS)
     module.net = ExportedNet(onnx_session_runner(path))
     return module
