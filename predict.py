@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 from datamodules.image_files import list_images
 from lightning_modules.checkpoints import TrainedModel, load_trained_model
 from workflow.failure import reported_failures
-from workflow.inference_backends import with_backend
+from workflow.inference_backends import CALIBRATED_BACKENDS, with_backend
 from workflow.prediction import predict_files, write_rows
 from workflow.screening import screen_images
 
@@ -57,6 +57,17 @@ def resolve_device(option: str) -> torch.device:
     return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if option == "auto" else option)
 
 
+def fold_calibration(model: TrainedModel, cfg: DictConfig, size: tuple[int, int] | None) -> torch.Tensor:
+    """Up to ``cfg.calibration_images`` training images of the checkpoint's fold (never its test images), at the
+    prediction size (the training size for ``resize=native``), for the backends that calibrate."""
+    from workflow.quantization import CALIBRATION_IMAGES, calibration_images  # loads ONNX Runtime's quantisation
+
+    datamodule = model.datamodule(list(cfg.get("calibration_data", [])))
+    size = size or model.image_size or datamodule.image_size
+    return calibration_images([s.image for s in datamodule.train_samples], model.color_mode, size,
+                              int(cfg.get("calibration_images", CALIBRATION_IMAGES)))
+
+
 def run(cfg: DictConfig) -> list[dict[str, Any]]:
     """Predict every image of ``cfg.input``; write the outputs to ``cfg.output_dir``; return the rows."""
     out_dir = Path(cfg.output_dir)
@@ -69,7 +80,8 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
     backend = str(cfg.get("backend", "torch"))
     example = torch.rand(1, model.in_channels, *(size or model.image_size or (256, 256)))
     color_mode = model.color_mode  # read from the network before a backend replaces it
-    module = with_backend(model.module, backend, example, out_dir / "backend")
+    calibration = fold_calibration(model, cfg, size) if backend in CALIBRATED_BACKENDS else None
+    module = with_backend(model.module, backend, example, out_dir / "backend", calibration)
     rows = predict_files(module, files, root, color_mode, size,
                          out_dir=out_dir if cfg.get("overlays", True) else None, batch_size=int(cfg.batch_size),
                          threshold=threshold, device=resolve_device(cfg.device))
@@ -78,7 +90,8 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
             "color_mode": color_mode, "trained_image_size": model.image_size,
             "input_size": list(size) if size else "native", "threshold": threshold,
             "threshold_source": threshold_source, "input": str(cfg.input), "n_images": len(rows),
-            "skipped": skipped, "backend": backend}
+            "skipped": skipped, "backend": backend,
+            "calibration_images": len(calibration) if calibration is not None else 0}
     (out_dir / "predict_info.json").write_text(json.dumps(info, indent=2))
     log.info("%d images (%s model, input %s): %s", len(rows), method, info["input_size"],
              out_dir / "predictions.csv")

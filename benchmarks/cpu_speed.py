@@ -8,13 +8,17 @@ On the machine at hand (threads = cores, PyTorch's default), random weights and 
 - inference of the paper-size weak net (1408x512, eval mode): FLOPs with direct convolutions
   (``torch.utils.flop_counter``), seconds per image at batch 1 and 2 for eager float32, channels-last float32,
   bf16 autocast channels-last (``torch_bf16``, CPUs with native bf16 only), TorchScript, ONNX Runtime (graph
-  optimisation ``all``/``basic``, intra-op threads = cores and 1); bf16's largest differences from float32;
+  optimisation ``all``/``basic``, intra-op threads = cores and 1), ONNX Runtime int8 (``onnx_int8``, batch 1, threads
+  = cores; calibrated on random pixels, which set its ranges but not its speed); bf16's largest differences from
+  float32;
 - the weak CPU preset's training step (``experiment=weak_kolektor_cpu``: a pair at ``data.image_size``, every part
   trained, as stage 3) in float32: eager, channels-last, one thread; ``--compile`` adds ``torch.compile``;
 - the clustering CPU preset's training step (eager float32), from ``benchmarks/cpu_precision.py``'s workload.
 
 ``metrics.inference_s_1408x512`` is the fastest backend at batch 1 whose outputs are tested against the direct
-float32 network (``tests/test_inference_backends.py``); ``inference_s_1408x512_float32`` the fastest float32 one.
+float32 network (``tests/test_inference_backends.py``), int8 among them only where ``int8_allowed``: its test-fold AP
+is within 0.005 of float32's in ``benchmarks/results/int8_accuracy.json`` (``benchmarks/int8_accuracy.py``);
+``inference_s_1408x512_float32`` the fastest float32 one, ``inference_s_1408x512_int8`` int8's own.
 Writes ``benchmarks/results/cpu_speed.json`` (``--name``); the load average before and after is recorded.
 """
 
@@ -35,16 +39,19 @@ from torch.utils.flop_counter import FlopCounterMode
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.int8_accuracy import int8_allowed  # noqa: E402
+from lightning_modules.weak.export import FLOAT_LAYERS  # noqa: E402
 from lightning_modules.weak.losses import weak_loss  # noqa: E402
 from lightning_modules.weak.networks import WeakDefectNet  # noqa: E402
 from workflow.inference_backends import Bf16Net, export_net, onnx_session_runner  # noqa: E402
 from workflow.precision import native_bf16  # noqa: E402
+from workflow.quantization import quantize_int8  # noqa: E402
 from workflow.run_info import require_clean_tree, write_result  # noqa: E402
 from workflow.timing import timed  # noqa: E402
 
 PAPER_SIZE = (1408, 512)
-
-
+#: backends whose outputs only approximate float32's
+REDUCED_PRECISION = ("torch_bf16", "onnx_int8")
 
 
 def peak_gflops(dtype: torch.dtype, n: int = 4096) -> float:
@@ -86,6 +93,9 @@ def inference_runners(net: WeakDefectNet, example: torch.Tensor, work: Path) -> 
     for level in ("all", "basic"):
         runners[f"onnx_{level}"] = onnx_session_runner(onnx_path, level=level)
     runners["onnx_all_1thread"] = onnx_session_runner(onnx_path, threads=1)
+    calibration = torch.rand(2, *example.shape[1:])  # ranges only: the speed does not depend on them
+    int8_path = quantize_int8(onnx_path, work / "model_int8.onnx", calibration, keep_float=FLOAT_LAYERS)
+    runners["onnx_int8"] = onnx_session_runner(int8_path)
     return runners
 
 
@@ -167,12 +177,14 @@ def cluster_training(repeats: int) -> dict:
     return {"gflop_per_step": gflop(step), "seconds_eager": timed(step, repeats)}
 
 
-def summary(peak: float, infer: dict, train: dict, cluster: dict) -> dict:
-    """The headline figures and the bars' ratios."""
+def summary(peak: float, infer: dict, train: dict, cluster: dict, allow_int8: bool = False) -> dict:
+    """The headline figures and the bars' ratios; int8 is a candidate for the fastest backend only with
+    ``allow_int8`` (its test-fold AP checked, :func:`benchmarks.int8_accuracy.int8_allowed`)."""
     per_image = {k: v["batch1"] for k, v in infer["seconds_per_image"].items()}
-    exact = {k: v for k, v in per_image.items() if k != "torch_bf16"}
+    exact = {k: v for k, v in per_image.items() if k not in REDUCED_PRECISION}
     best_exact = min(exact, key=exact.get)
-    best = min(per_image, key=per_image.get)
+    candidates = {k: v for k, v in per_image.items() if k != "onnx_int8" or allow_int8}
+    best = min(candidates, key=candidates.get)
     direct = infer["gflop_per_image_direct"]
     eager_step = train["seconds"]["eager"]
     # variants at threads = cores: fewer threads only wins where other jobs oversubscribe the cores (recorded apart)
@@ -181,6 +193,7 @@ def summary(peak: float, infer: dict, train: dict, cluster: dict) -> dict:
     return {
         "inference_s_1408x512": per_image[best], "inference_backend": best,
         "inference_s_1408x512_float32": exact[best_exact], "inference_backend_float32": best_exact,
+        "inference_s_1408x512_int8": per_image.get("onnx_int8"), "int8_allowed": allow_int8,
         "inference_ratio_to_direct_at_peak": per_image[best] * peak / direct,
         "inference_ratio_to_direct_at_peak_float32": exact[best_exact] * peak / direct,
         "achieved_gflops": {k: direct / v for k, v in per_image.items()},
@@ -206,7 +219,7 @@ def main() -> None:
                      "threads": torch.get_num_threads(), "native_bf16": native_bf16(), "cpu_flags": cpu_flags()}
     infer, train, cluster = inference(args.repeats), training(args.repeats, args.compile), cluster_training(1)
     metrics.update(gflop_per_image_direct=infer["gflop_per_image_direct"])
-    metrics.update(summary(peak, infer, train, cluster))
+    metrics.update(summary(peak, infer, train, cluster, int8_allowed()))
     metrics.update(inference=infer, weak_train=train, cluster_train=cluster,
                    load_average_before=list(load_before), load_average_after=list(os.getloadavg()),
                    not_measured=["data loader share (workers 0/1/2)", "Lightning loop against a plain loop"])

@@ -15,15 +15,19 @@ from __future__ import annotations
 import json
 import re
 import zipfile
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from callbacks.config_in_checkpoint import CONFIG_KEY
 from lightning_modules.method import METHOD_KEY, DefectMethod, method_class
+
+if TYPE_CHECKING:
+    from datamodules.base import DefectDataModule
 
 _FOLD = re.compile(r"^fold(\d+)$")
 #: how many folders above a checkpoint its run folder may be (``<run>/csv/version_0/checkpoints/last.ckpt``: 4)
@@ -103,6 +107,7 @@ class TrainedModel:
         checkpoint: the checkpoint file.
         run_dir: the run folder (holding ``.hydra/``), when found.
         fold: the fold the checkpoint belongs to: a ``fold<k>`` folder in its path, else the stored ``data.fold``.
+        data: the training ``data`` config stored in the checkpoint (``{}`` where there is none).
     """
 
     module: DefectMethod
@@ -110,6 +115,7 @@ class TrainedModel:
     checkpoint: Path
     run_dir: Path | None
     fold: int | None
+    data: dict[str, Any] = field(default_factory=dict)
 
     @property
     def in_channels(self) -> int:
@@ -138,6 +144,25 @@ class TrainedModel:
                 return float(fold["fixed_threshold"])
         return None
 
+    def datamodule(self, overrides: Sequence[str] = ()) -> DefectDataModule:
+        """The DataModule of the fold this model was trained on, from the stored ``data`` config with ``overrides``
+        as given to ``train.py`` (``data.<key>=<value>``, e.g. ``data.archive=../shared/datasets/KolektorSDD.zip``),
+        set up (its ``train_samples`` and ``test_samples`` listed)."""
+        from hydra.utils import instantiate
+        from omegaconf import OmegaConf
+
+        if not self.data.get("_target_") or self.fold is None:
+            raise ValueError(f"checkpoint {self.checkpoint} stores no data config or fold to rebuild its data from")
+        wrong = [o for o in overrides if not o.startswith("data.")]
+        if wrong:
+            raise ValueError(f"data overrides must read data.<key>=<value>, got {wrong}")
+        config = OmegaConf.merge(OmegaConf.create(self.data),
+                                 OmegaConf.from_dotlist([o.removeprefix("data.") for o in overrides]))
+        datamodule = instantiate(config, fold=self.fold)
+        datamodule.prepare_data()
+        datamodule.setup("test")
+        return datamodule
+
 
 def load_trained_model(ckpt_path: str | Path) -> TrainedModel:
     """Rebuild the model saved in ``ckpt_path`` (a checkpoint written by ``train.py``) for inference."""
@@ -152,4 +177,4 @@ def load_trained_model(ckpt_path: str | Path) -> TrainedModel:
         fold = data["fold"]
     return TrainedModel(module=module, image_size=(int(size[0]), int(size[1])) if size is not None else None,
                         checkpoint=path, run_dir=config_file.parent.parent if config_file is not None else None,
-                        fold=fold)
+                        fold=fold, data=data)

@@ -1,21 +1,31 @@
 """predict.py's backends (workflow/inference_backends.py): torch, torchscript and ONNX Runtime give the same outputs;
-bf16 (where the CPU runs it natively) stays within a stated tolerance of float32."""
+bf16 (where the CPU runs it natively) stays within a stated tolerance of float32; int8 (ONNX Runtime static
+quantisation, workflow/quantization.py) tracks float32 ONNX and is calibrated on the images given to it."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import onnx
 import pytest
 import torch
+from onnx import numpy_helper
 from torch import nn
 
 from lightning_modules.weak.networks import WeakDefectNet
-from workflow.inference_backends import Bf16Net, with_backend
+from workflow.inference_backends import Bf16Net, ExportedNet, export_net, onnx_session_runner, with_backend
 from workflow.precision import native_bf16
+from workflow.quantization import TensorCalibrationReader, quantize_int8
 
 #: bf16 against float32 on the heat map (in [0, 1]) and on DNet's logit: bf16 keeps ~3 significant digits
 BF16_HEATMAP_ATOL = 0.02
 BF16_LOGIT_ATOL = 0.05
+#: int8 against float32 ONNX, as the correlation over the test images' heat-map pixels and over their logits. The
+#: nets here have random weights: their int8 error compounds over ~16 quantised layers with no trained structure to
+#: dominate it (measured 0.971-0.977); leaving the convolutions' outputs unquantised gave 0.91-0.95.
+#: What int8 costs a trained model is its test-fold AP, measured by benchmarks/int8_accuracy.py.
+INT8_MIN_CORRELATION = 0.95
 
 
 class Holder(nn.Module):
@@ -39,6 +49,28 @@ def trained_like_net() -> WeakDefectNet:
     return net.eval()
 
 
+def normalised_net(images: torch.Tensor) -> WeakDefectNet:
+    """A small weak net whose batch norms hold the exact statistics of ``images`` (each layer's outputs normalised,
+    as after training), so that its outputs vary from image to image."""
+    torch.manual_seed(0)
+    net = WeakDefectNet(lnet_wide=32, lnet_kernel=7)
+    for module in net.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.momentum = None  # cumulative average: the statistics of the images seen
+    net.train()
+    with torch.no_grad():
+        net(images)
+    return net.eval()
+
+
+def random_images(count: int, seed: int) -> torch.Tensor:
+    return torch.rand(count, 1, 96, 80, generator=torch.Generator().manual_seed(seed))
+
+
+def correlation(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.corrcoef(np.ravel(a), np.ravel(b))[0, 1])
+
+
 @pytest.mark.parametrize("backend", ["torchscript", "onnx"])
 def test_exported_backends_give_the_torch_outputs(backend: str, tmp_path: Path) -> None:
     net = trained_like_net()
@@ -60,6 +92,57 @@ def test_torch_backend_is_the_module_itself(tmp_path: Path) -> None:
     assert with_backend(holder, "torch", torch.rand(1, 1, 64, 64), tmp_path) is holder
     with pytest.raises(ValueError, match="backend must be one of"):
         with_backend(holder, "tensorrt", torch.rand(1, 1, 64, 64), tmp_path)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        with_backend(holder, "int8", torch.rand(1, 1, 64, 64), tmp_path)
+
+
+def test_calibration_reader_feeds_each_image_once() -> None:
+    images = random_images(3, 0)
+    reader = TensorCalibrationReader(images, "image")
+    fed = [reader.get_next() for _ in range(4)]
+    assert fed[3] is None
+    for i, batch in enumerate(fed[:3]):
+        assert list(batch) == ["image"] and batch["image"].shape == (1, 1, 96, 80)
+        assert np.array_equal(batch["image"], images[i : i + 1].numpy())
+
+
+def test_int8_backend_tracks_float32_onnx(tmp_path: Path) -> None:
+    """backend=onnx_int8 by name: an int8 QDQ file, calibrated on the images passed, whose heat maps and logits
+    follow the float32 ONNX file's on other images (:data:`INT8_MIN_CORRELATION`) without equalling them."""
+    net = normalised_net(random_images(16, 1))
+    test_images = random_images(16, 3)
+    reference = onnx_session_runner(export_net(net, "onnx", test_images[:1], tmp_path / "fp32.onnx"))(test_images)
+    with pytest.raises(ValueError, match="needs calibration images"):
+        with_backend(Holder(net), "onnx_int8", test_images[:1], tmp_path / "int8")
+    module = with_backend(Holder(net), "onnx_int8", test_images[:1], tmp_path / "int8", random_images(8, 2))
+    assert isinstance(module.net, ExportedNet)
+    ops = {node.op_type for node in onnx.load(tmp_path / "int8" / "model_int8.onnx").graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    with torch.no_grad():
+        heatmap, logit = module.net(test_images)
+    assert heatmap.shape == reference[0].shape and logit.shape == reference[2].shape
+    assert correlation(heatmap.numpy(), reference[0]) > INT8_MIN_CORRELATION
+    assert correlation(logit.numpy(), reference[2]) > INT8_MIN_CORRELATION
+    assert not np.allclose(logit.numpy(), reference[2], atol=1e-4)  # it did run quantised
+
+
+def input_scale(path: Path) -> float:
+    """The scale of the graph's first QuantizeLinear: that of the input image, mirror-padded (the same values)."""
+    model = onnx.load(path)
+    node = next(n for n in model.graph.node if n.op_type == "QuantizeLinear")
+    scales = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    return float(scales[node.input[1]])
+
+
+def test_int8_calibration_uses_the_images_passed(tmp_path: Path) -> None:
+    """The input's uint8 range is the calibration images' own: [0, their maximum] over 255 steps."""
+    net = normalised_net(random_images(4, 1))
+    fp32 = export_net(net, "onnx", random_images(1, 0), tmp_path / "fp32.onnx")
+    for name, images in {"bright": random_images(2, 2), "dark": random_images(2, 2) * 0.25}.items():
+        path = quantize_int8(fp32, tmp_path / f"{name}.onnx", images)
+        assert input_scale(path) == pytest.approx(float(images.max()) / 255, rel=1e-5), name
+    with pytest.raises(ValueError, match="at least one calibration image"):
+        quantize_int8(fp32, tmp_path / "none.onnx", random_images(0, 0))
 
 
 @pytest.mark.skipif(not native_bf16(), reason="bf16 only where the CPU runs it natively")
@@ -96,3 +179,38 @@ def test_predict_py_gives_the_same_rows_on_every_exact_backend(tmp_path: Path) -
         assert probabilities[backend].keys() == probabilities["torch"].keys()
         for name, p in probabilities["torch"].items():
             assert abs(probabilities[backend][name] - p) < 1e-5, (backend, name)
+
+
+def test_predict_py_int8_calibrates_on_the_folds_training_images(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  tmp_path_factory: pytest.TempPathFactory) -> None:
+    """predict.py backend=onnx_int8: the calibration images are drawn from the checkpoint fold's training images,
+    never its test images, and the probabilities stay near float32's."""
+    import predict
+    import workflow.quantization as quantization
+    from lightning_modules.checkpoints import load_trained_model
+    from tests.inference_helpers import weak_checkpoint
+    from tests.test_predict import predict_cfg, read_csv, write_mixed_images
+
+    ckpt = weak_checkpoint(tmp_path_factory.getbasetemp())
+    folder = tmp_path / "images"
+    folder.mkdir()
+    write_mixed_images(folder)
+    offered: list[Path] = []
+    chosen = quantization.calibration_images
+
+    def spy(files: list[Path], *args, **kwargs) -> torch.Tensor:
+        offered.extend(files)
+        return chosen(files, *args, **kwargs)
+
+    monkeypatch.setattr(quantization, "calibration_images", spy)
+    probabilities = {}
+    for backend in ("onnx", "onnx_int8"):
+        out = tmp_path / backend
+        predict.run(predict_cfg(ckpt, folder, out, overlays=False, backend=backend, calibration_images=4))
+        probabilities[backend] = [float(r["probability"]) for r in read_csv(out / "predictions.csv")]
+    datamodule = load_trained_model(ckpt).datamodule()
+    assert set(offered) == {s.image for s in datamodule.train_samples}
+    assert not set(offered) & {s.image for s in datamodule.test_samples}
+    info = (tmp_path / "onnx_int8" / "predict_info.json").read_text()
+    assert '"backend": "onnx_int8"' in info and '"calibration_images": 4' in info
+    assert np.abs(np.subtract(probabilities["onnx_int8"], probabilities["onnx"])).max() < 0.05

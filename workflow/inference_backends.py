@@ -1,4 +1,4 @@
-"""Where the weak network runs at prediction time: ``predict.py backend=torch|torch_bf16|torchscript|onnx``.
+"""Where the weak network runs at prediction time: ``predict.py backend=torch|torch_bf16|torchscript|onnx|onnx_int8``.
 
 * ``torch``: the checkpoint's network in PyTorch, float32 (the reference).
 * ``torch_bf16``: the same network in channels-last memory format under ``torch.autocast("cpu", torch.bfloat16)``
@@ -10,6 +10,11 @@
 * ``torchscript`` and ``onnx``: the network exported by :mod:`lightning_modules.exporters` (the code ``export.py``
   uses) into a scratch folder, then run from the file (``torch.jit.load``; ONNX Runtime on the CPU with all graph
   optimisations and one intra-op thread per core). Same outputs as ``torch`` to float rounding.
+* ``onnx_int8``: the ``onnx`` file quantised to int8 by ONNX Runtime's static quantisation
+  (:mod:`workflow.quantization`: convolutions and max-pools, the decision net and LNet's output layer left
+  float32), its activation ranges calibrated on images the caller passes (predict.py: the fold's training images),
+  then run as ``onnx``. Approximate: its test-fold AP against float32 is what
+  ``benchmarks/int8_accuracy.py`` measures.
 
 Each backend replaces the module's ``net`` by a module with the same call (image -> heat map, logits), so the
 prediction code (:mod:`workflow.prediction`) is the same for all of them.
@@ -25,10 +30,12 @@ import torch
 from torch import nn
 
 from lightning_modules.exporters import EXPORTERS, ExportSpec, Runner, torchscript_runner
-from lightning_modules.weak.export import OUTPUT_NAMES, WeakInference, min_dynamic_side
+from lightning_modules.weak.export import FLOAT_LAYERS, OUTPUT_NAMES, WeakInference, min_dynamic_side
 from workflow.precision import native_bf16
 
-BACKENDS = ("torch", "torch_bf16", "torchscript", "onnx")
+BACKENDS = ("torch", "torch_bf16", "torchscript", "onnx", "onnx_int8")
+#: the backends that need calibration images
+CALIBRATED_BACKENDS = ("onnx_int8",)
 
 
 class Bf16Net(nn.Module):
@@ -84,15 +91,19 @@ def export_net(net: nn.Module, fmt: str, example: torch.Tensor, path: Path) -> P
     return path
 
 
-def with_backend(module: L.LightningModule, backend: str, example: torch.Tensor, work_dir: Path) -> L.LightningModule:
+def with_backend(module: L.LightningModule, backend: str, example: torch.Tensor, work_dir: Path,
+                 calibration: torch.Tensor | None = None) -> L.LightningModule:
     """``module`` (changed in place) with its network running on ``backend``; ``example`` (N, C, H, W) is the
-    export's example input (see :func:`export_net`), ``work_dir`` holds the exported file."""
+    export's example input (see :func:`export_net`), ``work_dir`` holds the exported file, ``calibration``
+    (N, C, H, W) the images ``onnx_int8`` calibrates its activation ranges on."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
     if backend == "torch":
         return module
     if not getattr(module, "exportable", False):
         raise ValueError(f"backend={backend} is defined for the exportable methods only; use backend=torch")
+    if backend in CALIBRATED_BACKENDS and calibration is None:
+        raise ValueError(f"backend={backend} needs calibration images")
     net = module.net.cpu().eval()
     if backend == "torch_bf16":
         if not native_bf16():
@@ -100,10 +111,13 @@ def with_backend(module: L.LightningModule, backend: str, example: torch.Tensor,
         module.net = Bf16Net(net)
         return module
     work_dir.mkdir(parents=True, exist_ok=True)
-    path = export_net(net, backend, example, work_dir / ("model.onnx" if backend == "onnx" else "model.pt"))
-    if backend == "onnx":
-        module.net = ExportedNet(onnx_session_runner(path))
-    else:
-        module.net = ExportedNet(torchscript_runner(path))
-    return module
+    if backend == "torchscript":
+        module.net = ExportedNet(torchscript_runner(export_net(net, backend, example, work_dir / "model.pt")))
+        return module
+    path = export_net(net, "onnx", example, work_dir / "model.onnx")
+    if backend == "onnx_int8":
+        from workflow.quantization import quantize_int8
 
+        path = quantize_int8(path, work_dir / "model_int8.onnx", calibration, keep_float=FLOAT_LAYERS)
+    module.net = ExportedNet(onnx_session_runner(path))
+    return module

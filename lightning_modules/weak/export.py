@@ -10,6 +10,10 @@ from lightning_modules.weak.networks import HalvingPool, MirrorPad, WeakDefectNe
 
 #: the weak model as an export module: image in; heat map, probability and logit out
 WeakInference = DetectionInference
+#: weight-name prefixes (in :data:`WeakInference`) of the layers int8 quantisation keeps float32, as bf16 autocast
+#: does (:func:`lightning_modules.weak.networks.in_float32`): LNet's output convolution and the decision net, whose
+#: pooled heat-map statistics decide the image (a small share of the FLOPs)
+FLOAT_LAYERS: tuple[str, ...] = ("net.lnet.head.", "net.dnet.")
 
 
 def min_dynamic_side(net: WeakDefectNet) -> int:

@@ -1,0 +1,45 @@
+"""benchmarks/cpu_speed.py's int8 path: the int8 ONNX runner is built and runs, and the summary takes it as the
+fastest backend only where its test-fold AP was checked (benchmarks/int8_accuracy.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmarks.cpu_speed import inference_runners, summary
+from benchmarks.int8_accuracy import int8_allowed
+from lightning_modules.weak.networks import WeakDefectNet
+
+
+def test_inference_runners_include_int8_on_a_tiny_image(tmp_path: Path) -> None:
+    net = WeakDefectNet().eval()  # the benchmark's own network; 64x64, its smallest ONNX size
+    image = torch.rand(1, 1, 64, 64)
+    with torch.no_grad():
+        runners = inference_runners(net, image, tmp_path)
+        heatmap, _, logit = runners["onnx_int8"](image)
+    assert (tmp_path / "model_int8.onnx").is_file()
+    assert heatmap.shape == (1, 1, 8, 8) and logit.shape == (1,)
+
+
+def timings(seconds: dict[str, float]) -> dict:
+    return {"gflop_per_image_direct": 100.0, "seconds_per_image": {k: {"batch1": v} for k, v in seconds.items()}}
+
+
+@pytest.mark.parametrize("allow_int8", [False, True])
+def test_summary_takes_int8_only_where_allowed(allow_int8: bool) -> None:
+    infer = timings({"eager": 4.0, "onnx_all": 3.0, "torch_bf16": 2.0, "onnx_int8": 1.0})
+    train = {"seconds": {"eager": 2.0, "one_thread": 3.0}, "gflop_per_step": 10.0}
+    result = summary(100.0, infer, train, {"gflop_per_step": 1.0, "seconds_eager": 1.0}, allow_int8)
+    assert result["inference_backend"] == ("onnx_int8" if allow_int8 else "torch_bf16")
+    assert result["inference_backend_float32"] == "onnx_all" and result["inference_s_1408x512_float32"] == 3.0
+    assert result["inference_s_1408x512_int8"] == 1.0 and result["int8_allowed"] is allow_int8
+
+
+@pytest.mark.parametrize(("delta", "allowed"), [(-0.004, True), (0.005, True), (-0.006, False), (None, False)])
+def test_int8_is_allowed_within_0_005_of_float32_ap(tmp_path: Path, delta: float | None, allowed: bool) -> None:
+    if delta is not None:
+        (tmp_path / "int8_accuracy.json").write_text(json.dumps({"metrics": {"ap_delta": delta}}))
+    assert int8_allowed(tmp_path) is allowed
