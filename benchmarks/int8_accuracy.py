@@ -45,11 +45,11 @@ AP_TOLERANCE = 0.005
 
 
 def int8_allowed(results_dir: Path = RESULTS, name: str = "int8_accuracy") -> bool:
-    """Whether ``<results_dir>/<name>.json`` exists and its ``|ap_delta|`` is within :data:`AP_TOLERANCE`."""
-    path = results_dir / f"{name}.json"
-    if not path.is_file():
-        return False
-    return abs(float(json.loads(path.read_text())["metrics"]["ap_delta"])) <= AP_TOLERANCE
+    """Whether ``<results_dir>/<name>*.json`` exist (one per checked fold) and every one's ``|ap_delta|`` is within
+    :data:`AP_TOLERANCE`."""
+    paths = sorted(results_dir.glob(f"{name}*.json"))
+    return bool(paths) and all(abs(float(json.loads(p.read_text())["metrics"]["ap_delta"])) <= AP_TOLERANCE
+                               for p in paths)
 
 
 def probabilities(runner: Runner, samples: Sequence[Sample], mode: str, size: Sequence[int]) -> torch.Tensor:

@@ -43,3 +43,13 @@ def test_int8_is_allowed_within_0_005_of_float32_ap(tmp_path: Path, delta: float
     if delta is not None:
         (tmp_path / "int8_accuracy.json").write_text(json.dumps({"metrics": {"ap_delta": delta}}))
     assert int8_allowed(tmp_path) is allowed
+
+
+def test_int8_needs_every_checked_fold_within_0_005(tmp_path: Path) -> None:
+    """One JSON per checked fold (int8_accuracy.json, int8_accuracy_fold1.json, ...): one fold outside the tolerance
+    is enough to keep int8 out."""
+    for name, delta in (("int8_accuracy", 0.003), ("int8_accuracy_fold1", -0.001)):
+        (tmp_path / f"{name}.json").write_text(json.dumps({"metrics": {"ap_delta": delta}}))
+    assert int8_allowed(tmp_path)
+    (tmp_path / "int8_accuracy_fold2.json").write_text(json.dumps({"metrics": {"ap_delta": -0.02}}))
+    assert not int8_allowed(tmp_path)
