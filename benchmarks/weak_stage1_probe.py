@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> None:
     register_resolvers()
     commit = git_commit(ROOT)  # the code this probe starts from
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=[*args.overrides, "model.heatmap_dir=null"])
+        # paths.root_dir: outside a Hydra app there is no ${hydra:runtime.cwd} to default to
+        cfg = compose("train", overrides=[f"paths.root_dir={ROOT}", *args.overrides, "model.heatmap_dir=null"])
     stage1_only(cfg, args.steps)
     out = ROOT / "outputs" / "probes" / args.name
     L.seed_everything(cfg.seed + args.fold, workers=True)
