@@ -6,15 +6,20 @@ On the machine at hand (threads = cores, PyTorch's default), random weights and 
 
 - ``peak_gflops``: a 4096^3 float32 matmul (best of 3); ``peak_gflops_bf16`` the same in bf16;
 - inference of the paper-size weak net (1408x512, eval mode): FLOPs with direct convolutions
-  (``torch.utils.flop_counter``), seconds per image at batch 1 and 2 for eager float32, channels-last float32,
-  bf16 autocast channels-last (``torch_bf16``, CPUs with native bf16 only), TorchScript, ONNX Runtime (graph
-  optimisation ``all``/``basic``, intra-op threads = cores and 1), ONNX Runtime int8 (``onnx_int8``, batch 1, threads
-  = cores; calibrated on random pixels, which set its ranges but not its speed); bf16's largest differences from
-  float32;
+  (``torch.utils.flop_counter``), seconds per image at batch 1 and 2 for eager float32 with direct convolutions
+  (``eager``, the network before LNet's FFT path), eager with LNet's 15x15 convolution through the FFT along the rows
+  (``row_fft``, the default since; :mod:`lightning_modules.weak.fft_conv`), channels-last float32, bf16 autocast
+  channels-last (``torch_bf16``, CPUs with native bf16 only), TorchScript, ONNX Runtime (graph optimisation
+  ``all``/``basic``, intra-op threads = cores and 1), ONNX Runtime int8 (``onnx_int8``, batch 1, threads = cores;
+  calibrated on random pixels, which set its ranges but not its speed); bf16's largest differences from float32
+  (the exported files keep direct convolutions);
 - the weak CPU preset's training step (``experiment=weak_kolektor_cpu``: a pair at ``data.image_size``, every part
-  trained, as stage 3) in float32: eager, channels-last, one thread; ``--compile`` adds ``torch.compile``;
+  trained, as stage 3) in float32, from the same weights, timed interleaved (``--repeats`` rounds, each variant once
+  per round; the median): ``eager`` (direct convolutions), ``channels_last``, ``row_fft`` (LNet's FFT path),
+  ``one_thread`` (eager); ``--compile`` adds ``torch.compile`` of ``row_fft``;
 - the clustering CPU preset's training step (eager float32), from ``benchmarks/cpu_precision.py``'s workload.
 
+``metrics.train_speedup_vs_eager`` is eager's step time over the fastest variant's at threads = cores.
 ``metrics.inference_s_1408x512`` is the fastest backend at batch 1 whose outputs are tested against the direct
 float32 network (``tests/test_inference_backends.py``), int8 among them only where ``int8_allowed``: its test-fold AP
 is within 0.005 of float32's in ``benchmarks/results/int8_accuracy.json`` (``benchmarks/int8_accuracy.py``);
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -79,12 +85,15 @@ def cpu_flags() -> list[str]:
 def inference_runners(net: WeakDefectNet, example: torch.Tensor, work: Path) -> dict[str, Callable]:
     """Per backend: ``images -> outputs`` (all from the same weights)."""
     runners: dict[str, Callable] = {"eager": net}
-    channels_last = WeakDefectNet().eval()
+    row_fft = WeakDefectNet(lnet_fft=True).eval()
+    row_fft.load_state_dict(net.state_dict())
+    runners["row_fft"] = row_fft
+    channels_last = WeakDefectNet(lnet_fft=False).eval()
     channels_last.load_state_dict(net.state_dict())
     channels_last = channels_last.to(memory_format=torch.channels_last)
     runners["channels_last"] = lambda x: channels_last(x.contiguous(memory_format=torch.channels_last))
     if native_bf16():
-        bf16 = WeakDefectNet().eval()
+        bf16 = WeakDefectNet(lnet_fft=False).eval()
         bf16.load_state_dict(net.state_dict())
         runners["torch_bf16"] = Bf16Net(bf16)
     script = torch.jit.load(str(export_net(net, "torchscript", example, work / "model.pt")))
@@ -101,16 +110,18 @@ def inference_runners(net: WeakDefectNet, example: torch.Tensor, work: Path) -> 
 
 def inference(repeats: int) -> dict:
     torch.manual_seed(0)
-    net = WeakDefectNet().eval()
+    net = WeakDefectNet(lnet_fft=False).eval()
     images = {b: torch.rand(b, 1, *PAPER_SIZE) for b in (1, 2)}
     result: dict = {"gflop_per_image_direct": gflop(lambda: net(images[1]))}
     with torch.no_grad(), tempfile.TemporaryDirectory() as work:
         runners = inference_runners(net, images[1], Path(work))
         per_image: dict[str, dict[str, float]] = {}
         for name, run in runners.items():
-            batches = (1, 2) if name in ("eager", "torch_bf16", "onnx_all") else (1,)
+            batches = (1, 2) if name in ("eager", "row_fft", "torch_bf16", "onnx_all") else (1,)
             per_image[name] = {f"batch{b}": timed(lambda: run(images[b]), repeats) / b for b in batches}  # noqa: B023
             print(f"inference {name}: {per_image[name]}", flush=True)
+        result["row_fft_max_abs_diff"] = {name: float((a - b).abs().max()) for name, a, b in zip(
+            ("heatmap", "logit"), net(images[1]), runners["row_fft"](images[1]), strict=True)}
         if "torch_bf16" in runners:
             ref, low = net(images[1]), runners["torch_bf16"](images[1])
             result["bf16_max_abs_diff"] = {"heatmap": float((ref[0] - low[0]).abs().max()),
@@ -136,36 +147,48 @@ def weak_train_step(net: WeakDefectNet, pair: torch.Tensor) -> Callable[[], floa
 
 
 def training(repeats: int, compile_too: bool) -> dict:
-    """The weak CPU preset's float32 step per variant, from the same initial weights; its first loss per variant."""
+    """The weak CPU preset's float32 step per variant, from the same initial weights, timed interleaved (each
+    variant once per round, so that a change in the machine's load hits all of them); its first loss per variant."""
     from benchmarks.cpu_precision import preset
 
     cfg = preset("weak_kolektor_cpu")
+    kernel = int(cfg.model.net.lnet_kernel)
     torch.manual_seed(0)
-    initial = WeakDefectNet(lnet_kernel=int(cfg.model.net.lnet_kernel)).state_dict()
+    initial = WeakDefectNet(lnet_kernel=kernel).state_dict()
     pair = torch.rand(2, 1, *cfg.data.image_size)
-    variants: dict[str, tuple[Callable[[WeakDefectNet], Callable], torch.Tensor, int]] = {
-        "eager": (lambda n: n, pair, 0),
-        "channels_last": (lambda n: n.to(memory_format=torch.channels_last),
-                          pair.contiguous(memory_format=torch.channels_last), 0),
-        "one_thread": (lambda n: n, pair, 1),
+    last = pair.contiguous(memory_format=torch.channels_last)
+    # name: (LNet's FFT path, wrap, input, threads; 0 = the default)
+    variants: dict[str, tuple[bool, Callable[[WeakDefectNet], Callable], torch.Tensor, int]] = {
+        "eager": (False, lambda n: n, pair, 0),
+        "channels_last": (False, lambda n: n.to(memory_format=torch.channels_last), last, 0),
+        "row_fft": (True, lambda n: n, pair, 0),
+        "one_thread": (False, lambda n: n, pair, 1),
     }
     if compile_too:
-        variants["compile"] = (torch.compile, pair, 0)
+        variants["row_fft_compile"] = (True, torch.compile, pair, 0)
     threads = torch.get_num_threads()
-    result: dict = {"image_size": list(cfg.data.image_size), "seconds": {}, "first_loss": {}}
-    for name, (wrap, x, n_threads) in variants.items():
+    result: dict = {"image_size": list(cfg.data.image_size), "seconds": {}, "first_loss": {}, "first_step_s": {}}
+    steps: dict[str, Callable[[], float]] = {}
+    for name, (fft, wrap, x, n_threads) in variants.items():
         torch.set_num_threads(n_threads or threads)
-        net = WeakDefectNet(lnet_kernel=int(cfg.model.net.lnet_kernel))
+        net = WeakDefectNet(lnet_kernel=kernel, lnet_fft=fft)
         net.load_state_dict(initial)
-        step = weak_train_step(wrap(net), x)
+        steps[name] = weak_train_step(wrap(net), x)
         start = time.perf_counter()
-        result["first_loss"][name] = float(step())  # for compile: includes the compilation
-        result.setdefault("first_step_s", {})[name] = time.perf_counter() - start
-        result["seconds"][name] = timed(step, repeats)
-        print(f"train {name}: {result['seconds'][name]:.2f} s", flush=True)
+        result["first_loss"][name] = float(steps[name]())  # for compile: includes the compilation
+        result["first_step_s"][name] = time.perf_counter() - start
+    rounds: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            torch.set_num_threads(variants[name][3] or threads)
+            start = time.perf_counter()
+            step()
+            rounds[name].append(time.perf_counter() - start)
     torch.set_num_threads(threads)
-    net = WeakDefectNet(lnet_kernel=int(cfg.model.net.lnet_kernel))
-    result["gflop_per_step"] = gflop(weak_train_step(net, pair))
+    result["seconds"] = {name: statistics.median(times) for name, times in rounds.items()}
+    result["seconds_all"] = rounds
+    print(f"train: {result['seconds']}", flush=True)
+    result["gflop_per_step"] = gflop(weak_train_step(WeakDefectNet(lnet_kernel=kernel, lnet_fft=False), pair))
     return result
 
 
@@ -207,7 +230,8 @@ def summary(peak: float, infer: dict, train: dict, cluster: dict, allow_int8: bo
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=2, help="inference repeats per backend")
+    parser.add_argument("--train-rounds", type=int, default=7, help="interleaved rounds of the training variants")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (inductor) on the step")
     parser.add_argument("--name", default="cpu_speed")
     parser.add_argument("--allow-dirty", action="store_true", help="run even with uncommitted changes")
@@ -217,7 +241,7 @@ def main() -> None:
     peak = peak_gflops(torch.float32)
     metrics: dict = {"peak_gflops": peak, "peak_gflops_bf16": peak_gflops(torch.bfloat16),
                      "threads": torch.get_num_threads(), "native_bf16": native_bf16(), "cpu_flags": cpu_flags()}
-    infer, train, cluster = inference(args.repeats), training(args.repeats, args.compile), cluster_training(1)
+    infer, train, cluster = inference(args.repeats), training(args.train_rounds, args.compile), cluster_training(1)
     metrics.update(gflop_per_image_direct=infer["gflop_per_image_direct"])
     metrics.update(summary(peak, infer, train, cluster, int8_allowed()))
     metrics.update(inference=infer, weak_train=train, cluster_train=cluster,

@@ -16,7 +16,7 @@ from torch import nn
 from lightning_modules.weak.networks import WeakDefectNet
 from workflow.inference_backends import Bf16Net, ExportedNet, export_net, onnx_session_runner, with_backend
 from workflow.precision import native_bf16
-from workflow.quantization import TensorCalibrationReader, quantize_int8
+from workflow.quantization import TensorCalibrationReader, quantize_int8, vnni_cpu
 
 #: bf16 against float32 on the heat map (in [0, 1]) and on DNet's logit: bf16 keeps ~3 significant digits
 BF16_HEATMAP_ATOL = 0.02
@@ -25,7 +25,9 @@ BF16_LOGIT_ATOL = 0.05
 #: nets here have random weights: their int8 error compounds over ~16 quantised layers with no trained structure to
 #: dominate it (measured 0.971-0.977); leaving the convolutions' outputs unquantised gave 0.91-0.95.
 #: What int8 costs a trained model is its test-fold AP, measured by benchmarks/int8_accuracy.py.
-INT8_MIN_CORRELATION = 0.95
+#: On a CPU without VNNI the weights keep 7 bits (``reduce_range``, workflow/quantization.py): 0.946 measured on a
+#: 2-core AVX2 AMD EPYC, hence the lower bar there.
+INT8_MIN_CORRELATION = 0.95 if vnni_cpu() else 0.92
 
 
 class Holder(nn.Module):

@@ -1,0 +1,65 @@
+"""LNet's FFT path (lightning_modules/weak/fft_conv.py) is the direct convolution to float rounding: outputs,
+gradients, one training step of the whole network; and it steps aside for export, autocast and small kernels."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from benchmarks.cpu_speed import weak_train_step
+from lightning_modules.weak.fft_conv import RowFFTConv2d, row_fft_conv2d
+from lightning_modules.weak.networks import WeakDefectNet
+
+
+@pytest.mark.parametrize(("shape", "kernel"), [((2, 6, 23, 22), 15), ((1, 3, 19, 31), 9), ((3, 4, 12, 10), (5, 7))])
+def test_row_fft_conv_equals_conv2d_with_gradients(shape: tuple[int, ...], kernel: int | tuple[int, int]) -> None:
+    torch.manual_seed(0)
+    kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
+    x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(5, shape[1], kh, kw, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(5, dtype=torch.float64, requires_grad=True)
+    direct = F.conv2d(x, weight, bias)
+    # float64 all through (the DFT rows are float32 constants: cast them by running in float32 below too)
+    fast = row_fft_conv2d(x.float(), weight.float(), bias.float())
+    assert fast.shape == direct.shape
+    assert torch.allclose(fast.double(), direct, atol=1e-4 * direct.abs().max().item())
+    grad = torch.randn_like(direct)
+    expected = torch.autograd.grad(direct, (x, weight, bias), grad)
+    got = torch.autograd.grad(fast, (x, weight, bias), grad.float())
+    for e, g in zip(expected, got, strict=True):
+        assert torch.allclose(g.double(), e, atol=1e-4 * e.abs().max().item())
+
+
+def test_row_fft_conv_is_not_the_direct_path_by_accident() -> None:
+    """A wrong spectrum (here: the kernel mirrored, i.e. convolution instead of correlation) is caught."""
+    torch.manual_seed(1)
+    x, weight = torch.randn(1, 2, 20, 20), torch.randn(3, 2, 9, 9)
+    assert not torch.allclose(row_fft_conv2d(x, weight.flip(-1)), F.conv2d(x, weight), atol=1e-3)
+
+
+def test_the_layer_takes_the_direct_path_where_the_fft_does_not_apply() -> None:
+    layer = RowFFTConv2d(2, 3, 15, bias=False)
+    x = torch.randn(1, 2, 20, 20)
+    assert layer.use_fft(x)
+    assert not RowFFTConv2d(2, 3, 5).use_fft(x)  # small kernel
+    assert not layer.use_fft(x.double())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not layer.use_fft(x)
+    scripted = torch.jit.script(layer)  # the TorchScript export keeps the standard convolution
+    assert torch.allclose(scripted(x), F.conv2d(x, layer.weight), atol=1e-4)
+
+
+def test_one_training_step_of_the_network_matches_the_direct_network() -> None:
+    """The same weights and pair: the first loss, and the loss after one SGD step, agree to float rounding."""
+    torch.manual_seed(0)
+    initial = WeakDefectNet(lnet_wide=16).state_dict()
+    pair = torch.rand(2, 1, 96, 80)
+    losses = {}
+    for fft in (False, True):
+        net = WeakDefectNet(lnet_wide=16, lnet_fft=fft)
+        net.load_state_dict(initial)
+        step = weak_train_step(net, pair)
+        losses[fft] = (float(step()), float(step()))
+    assert losses[True] == pytest.approx(losses[False], rel=1e-4)
+    assert isinstance(WeakDefectNet().lnet.body[2][1], RowFFTConv2d)  # the default network takes the FFT path
