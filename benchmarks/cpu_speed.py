@@ -7,16 +7,17 @@ On the machine at hand (threads = cores, PyTorch's default), random weights and 
 - ``peak_gflops``: a 4096^3 float32 matmul (best of 3); ``peak_gflops_bf16`` the same in bf16 (native bf16 only);
 - inference of the paper-size weak net (1408x512, eval mode): FLOPs with direct convolutions
   (``torch.utils.flop_counter``), seconds per image at batch 1 and 2 for eager float32 with direct convolutions
-  (``eager``, the network before LNet's FFT path), eager with LNet's 15x15 convolution through the FFT along the rows
-  (``row_fft``, the default since; :mod:`lightning_modules.weak.fft_conv`), channels-last float32, bf16 autocast
-  channels-last (``torch_bf16``, CPUs with native bf16 only), TorchScript, ONNX Runtime (graph optimisation
-  ``all``/``basic``, intra-op threads = cores and 1), ONNX Runtime int8 (``onnx_int8``, batch 1, threads = cores;
-  calibrated on random pixels, which set its ranges but not its speed); bf16's largest differences from float32
-  (the exported files keep direct convolutions);
+  (``eager``, the network before LNet's Fourier path), eager with LNet's 15x15 convolution in the Fourier domain
+  along the rows (``fourier_rows``, the default since; :mod:`lightning_modules.weak.fourier_conv`), channels-last
+  float32, bf16 autocast channels-last (``torch_bf16``, CPUs with native bf16 only), TorchScript, ONNX Runtime
+  (graph optimisation ``all``/``basic``, intra-op threads = cores and 1), ONNX Runtime on the direct network's file
+  (``onnx_all_direct``), ONNX Runtime int8 (``onnx_int8``, batch 1, threads = cores; calibrated on random pixels,
+  which set its ranges but not its speed); bf16's and the Fourier path's largest differences from float32. The
+  exported files are the default network's: LNet's Fourier path is ``MatMul`` in ONNX, left float32 by int8;
 - the weak CPU preset's training step (``experiment=weak_kolektor_cpu``: a pair at ``data.image_size``, every part
-  trained, as stage 3) in float32, from the same weights, timed interleaved (``--repeats`` rounds, each variant once
-  per round; the median): ``eager`` (direct convolutions), ``channels_last``, ``row_fft`` (LNet's FFT path),
-  ``one_thread`` (eager); ``--compile`` adds ``torch.compile`` of ``row_fft``;
+  trained, as stage 3) in float32, from the same weights, timed interleaved (``--train-rounds`` rounds, each variant
+  once per round; the median): ``eager`` (direct convolutions), ``channels_last``, ``fourier_rows`` (LNet's Fourier
+  path), ``one_thread`` (eager); ``--compile`` adds ``torch.compile`` of ``fourier_rows``;
 - the clustering CPU preset's training step (eager float32), from ``benchmarks/cpu_precision.py``'s workload.
 
 ``metrics.train_speedup_vs_eager`` is eager's step time over the fastest variant's at threads = cores.
@@ -85,23 +86,25 @@ def cpu_flags() -> list[str]:
 def inference_runners(net: WeakDefectNet, example: torch.Tensor, work: Path) -> dict[str, Callable]:
     """Per backend: ``images -> outputs`` (all from the same weights)."""
     runners: dict[str, Callable] = {"eager": net}
-    row_fft = WeakDefectNet(lnet_fft=True).eval()
-    row_fft.load_state_dict(net.state_dict())
-    runners["row_fft"] = row_fft
-    channels_last = WeakDefectNet(lnet_fft=False).eval()
+    fourier_rows = WeakDefectNet(lnet_fourier=True).eval()
+    fourier_rows.load_state_dict(net.state_dict())
+    runners["fourier_rows"] = fourier_rows
+    channels_last = WeakDefectNet(lnet_fourier=False).eval()
     channels_last.load_state_dict(net.state_dict())
     channels_last = channels_last.to(memory_format=torch.channels_last)
     runners["channels_last"] = lambda x: channels_last(x.contiguous(memory_format=torch.channels_last))
     if native_bf16():
-        bf16 = WeakDefectNet(lnet_fft=False).eval()
+        bf16 = WeakDefectNet(lnet_fourier=False).eval()
         bf16.load_state_dict(net.state_dict())
         runners["torch_bf16"] = Bf16Net(bf16)
-    script = torch.jit.load(str(export_net(net, "torchscript", example, work / "model.pt")))
+    # the exported files are the default network's: LNet's Fourier path as matrix products
+    script = torch.jit.load(str(export_net(fourier_rows, "torchscript", example, work / "model.pt")))
     runners["torchscript"] = script
-    onnx_path = export_net(net, "onnx", example, work / "model.onnx")
+    onnx_path = export_net(fourier_rows, "onnx", example, work / "model.onnx")
     for level in ("all", "basic"):
         runners[f"onnx_{level}"] = onnx_session_runner(onnx_path, level=level)
     runners["onnx_all_1thread"] = onnx_session_runner(onnx_path, threads=1)
+    runners["onnx_all_direct"] = onnx_session_runner(export_net(net, "onnx", example, work / "direct.onnx"))
     calibration = torch.rand(2, *example.shape[1:])  # ranges only: the speed does not depend on them
     int8_path = quantize_int8(onnx_path, work / "model_int8.onnx", calibration, keep_float=FLOAT_LAYERS)
     runners["onnx_int8"] = onnx_session_runner(int8_path)
@@ -110,18 +113,18 @@ def inference_runners(net: WeakDefectNet, example: torch.Tensor, work: Path) -> 
 
 def inference(repeats: int) -> dict:
     torch.manual_seed(0)
-    net = WeakDefectNet(lnet_fft=False).eval()
+    net = WeakDefectNet(lnet_fourier=False).eval()
     images = {b: torch.rand(b, 1, *PAPER_SIZE) for b in (1, 2)}
     result: dict = {"gflop_per_image_direct": gflop(lambda: net(images[1]))}
     with torch.no_grad(), tempfile.TemporaryDirectory() as work:
         runners = inference_runners(net, images[1], Path(work))
         per_image: dict[str, dict[str, float]] = {}
         for name, run in runners.items():
-            batches = (1, 2) if name in ("eager", "row_fft", "torch_bf16", "onnx_all") else (1,)
+            batches = (1, 2) if name in ("eager", "fourier_rows", "torch_bf16", "onnx_all") else (1,)
             per_image[name] = {f"batch{b}": timed(lambda: run(images[b]), repeats) / b for b in batches}  # noqa: B023
             print(f"inference {name}: {per_image[name]}", flush=True)
-        result["row_fft_max_abs_diff"] = {name: float((a - b).abs().max()) for name, a, b in zip(
-            ("heatmap", "logit"), net(images[1]), runners["row_fft"](images[1]), strict=True)}
+        result["fourier_rows_max_abs_diff"] = {name: float((a - b).abs().max()) for name, a, b in zip(
+            ("heatmap", "logit"), net(images[1]), runners["fourier_rows"](images[1]), strict=True)}
         if "torch_bf16" in runners:
             ref, low = net(images[1]), runners["torch_bf16"](images[1])
             result["bf16_max_abs_diff"] = {"heatmap": float((ref[0] - low[0]).abs().max()),
@@ -157,21 +160,21 @@ def training(repeats: int, compile_too: bool) -> dict:
     initial = WeakDefectNet(lnet_kernel=kernel).state_dict()
     pair = torch.rand(2, 1, *cfg.data.image_size)
     last = pair.contiguous(memory_format=torch.channels_last)
-    # name: (LNet's FFT path, wrap, input, threads; 0 = the default)
+    # name: (LNet's Fourier path, wrap, input, threads; 0 = the default)
     variants: dict[str, tuple[bool, Callable[[WeakDefectNet], Callable], torch.Tensor, int]] = {
         "eager": (False, lambda n: n, pair, 0),
         "channels_last": (False, lambda n: n.to(memory_format=torch.channels_last), last, 0),
-        "row_fft": (True, lambda n: n, pair, 0),
+        "fourier_rows": (True, lambda n: n, pair, 0),
         "one_thread": (False, lambda n: n, pair, 1),
     }
     if compile_too:
-        variants["row_fft_compile"] = (True, torch.compile, pair, 0)
+        variants["fourier_rows_compile"] = (True, torch.compile, pair, 0)
     threads = torch.get_num_threads()
     result: dict = {"image_size": list(cfg.data.image_size), "seconds": {}, "first_loss": {}, "first_step_s": {}}
     steps: dict[str, Callable[[], float]] = {}
-    for name, (fft, wrap, x, n_threads) in variants.items():
+    for name, (fourier, wrap, x, n_threads) in variants.items():
         torch.set_num_threads(n_threads or threads)
-        net = WeakDefectNet(lnet_kernel=kernel, lnet_fft=fft)
+        net = WeakDefectNet(lnet_kernel=kernel, lnet_fourier=fourier)
         net.load_state_dict(initial)
         steps[name] = weak_train_step(wrap(net), x)
         start = time.perf_counter()
@@ -188,7 +191,7 @@ def training(repeats: int, compile_too: bool) -> dict:
     result["seconds"] = {name: statistics.median(times) for name, times in rounds.items()}
     result["seconds_all"] = rounds
     print(f"train: {result['seconds']}", flush=True)
-    result["gflop_per_step"] = gflop(weak_train_step(WeakDefectNet(lnet_kernel=kernel, lnet_fft=False), pair))
+    result["gflop_per_step"] = gflop(weak_train_step(WeakDefectNet(lnet_kernel=kernel, lnet_fourier=False), pair))
     return result
 
 
