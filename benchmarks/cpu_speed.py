@@ -18,7 +18,10 @@ On the machine at hand (threads = cores, PyTorch's default), random weights and 
   trained, as stage 3) in float32, from the same weights, timed interleaved (``--train-rounds`` rounds, each variant
   once per round; the median): ``eager`` (direct convolutions), ``channels_last``, ``fourier_rows`` (LNet's Fourier
   path), ``one_thread`` (eager); ``--compile`` adds ``torch.compile`` of ``fourier_rows``;
-- the clustering CPU preset's training step (eager float32), from ``benchmarks/cpu_precision.py``'s workload.
+- the clustering CPU preset's training step (eager float32), from ``benchmarks/cpu_precision.py``'s workload;
+- where ``--archive`` (KolektorSDD.zip) is there: the preset's own Lightning loop on real data, stage 1's first
+  ``--loop-steps`` steps with 0, 1 and 2 loader workers (``metrics.loop``, :mod:`benchmarks.loop_share`): the data
+  loader's share of a step and what Lightning's loop adds to the step's computation.
 
 ``metrics.train_speedup_vs_eager`` is eager's step time over the fastest variant's at threads = cores.
 ``metrics.inference_s_1408x512`` is the fastest backend at batch 1 whose outputs are tested against the direct
@@ -47,6 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.int8_accuracy import int8_allowed  # noqa: E402
+from benchmarks.loop_share import DEFAULT_ARCHIVE, loop_shares  # noqa: E402
 from lightning_modules.weak.export import FLOAT_LAYERS  # noqa: E402
 from lightning_modules.weak.losses import weak_loss  # noqa: E402
 from lightning_modules.weak.networks import WeakDefectNet  # noqa: E402
@@ -237,6 +241,8 @@ def main() -> None:
     parser.add_argument("--train-rounds", type=int, default=7, help="interleaved rounds of the training variants")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (inductor) on the step")
     parser.add_argument("--name", default="cpu_speed")
+    parser.add_argument("--archive", type=Path, default=DEFAULT_ARCHIVE, help="KolektorSDD.zip for the loop shares")
+    parser.add_argument("--loop-steps", type=int, default=30, help="training steps per data-loader setting")
     parser.add_argument("--allow-dirty", action="store_true", help="run even with uncommitted changes")
     args = parser.parse_args()
     commit = require_clean_tree("benchmarks/cpu_speed.py", args.allow_dirty, ROOT)
@@ -248,9 +254,12 @@ def main() -> None:
     infer, train, cluster = inference(args.repeats), training(args.train_rounds, args.compile), cluster_training(1)
     metrics.update(gflop_per_image_direct=infer["gflop_per_image_direct"])
     metrics.update(summary(peak, infer, train, cluster, int8_allowed()))
-    metrics.update(inference=infer, weak_train=train, cluster_train=cluster,
-                   load_average_before=list(load_before), load_average_after=list(os.getloadavg()),
-                   not_measured=["data loader share (workers 0/1/2)", "Lightning loop against a plain loop"])
+    metrics.update(inference=infer, weak_train=train, cluster_train=cluster)
+    if args.archive.is_file():  # the preset's own loop on real data: data loader and Lightning's shares
+        metrics["loop"] = loop_shares(args.archive, args.loop_steps)
+    else:
+        metrics["not_measured"] = [f"data loader and Lightning loop shares: no {args.archive}"]
+    metrics.update(load_average_before=list(load_before), load_average_after=list(os.getloadavg()))
     device_flags = ", ".join(f for f in metrics["cpu_flags"] if f.startswith(("avx512f", "avx512_bf16", "amx")))
     write_result(ROOT / "benchmarks" / "results", args.name, "python benchmarks/cpu_speed.py " + " ".join(
         sys.argv[1:]), commit, time.perf_counter() - start, metrics, selection="fixed", method="weak",
