@@ -44,6 +44,7 @@ def test_the_layer_takes_the_direct_path_where_the_fourier_path_does_not_apply()
     assert layer.use_fourier(x)
     assert not FourierRowConv2d(2, 3, 5).use_fourier(x)  # small kernel
     assert not layer.use_fourier(x.double())
+    assert not layer.use_fourier(x.to("meta"))  # not a CPU tensor
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not layer.use_fourier(x)
 

@@ -19,8 +19,9 @@ frequency of a 2-D grid) are tens of times the kernel's size: at LNet's 512 outp
 cost more than the direct convolution saves. For 5x5 kernels neither pays (``benchmarks/notes/cpu_speed.md``).
 
 :class:`FourierRowConv2d` is an ``nn.Conv2d`` (the same weights and checkpoints) that takes this path for float32
-inputs and kernels of at least ``min_kernel`` taps, and the direct convolution under autocast (CPUs with native
-bf16 run that natively) and otherwise.
+inputs on the CPU and kernels of at least ``min_kernel`` taps, and the direct convolution under autocast (CPUs with
+native bf16 run that natively), on GPUs (where cuDNN chooses its own algorithm; this path was not measured there)
+and otherwise.
 """
 
 from __future__ import annotations
@@ -79,8 +80,8 @@ def fourier_row_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
 
 
 class FourierRowConv2d(nn.Conv2d):
-    """``nn.Conv2d`` (stride 1, unpadded, one group) computed by :func:`fourier_row_conv2d` for float32 inputs and
-    kernels of at least ``min_kernel`` taps a side; the direct convolution otherwise and under autocast."""
+    """``nn.Conv2d`` (stride 1, unpadded, one group) computed by :func:`fourier_row_conv2d` for float32 CPU inputs
+    and kernels of at least ``min_kernel`` taps a side; the direct convolution otherwise and under autocast."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, bias: bool = True,
                  min_kernel: int = 9) -> None:
@@ -92,7 +93,9 @@ class FourierRowConv2d(nn.Conv2d):
         return torch.is_autocast_enabled(x.device.type)
 
     def use_fourier(self, x: torch.Tensor) -> bool:
-        if x.dtype != torch.float32 or self.kernel_size[0] < self.min_kernel or self.kernel_size[1] < self.min_kernel:
+        if x.device.type != "cpu" or x.dtype != torch.float32:  # measured on CPUs only; GPUs keep cuDNN's choice
+            return False
+        if self.kernel_size[0] < self.min_kernel or self.kernel_size[1] < self.min_kernel:
             return False
         if torch.jit.is_scripting():  # a scripted model runs in float32
             return True
