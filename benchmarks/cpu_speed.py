@@ -25,8 +25,9 @@ On the machine at hand (threads = cores, PyTorch's default), random weights and 
 
 ``metrics.train_speedup_vs_eager`` is eager's step time over the fastest variant's at threads = cores.
 ``metrics.inference_s_1408x512`` is the fastest backend at batch 1 whose outputs are tested against the direct
-float32 network (``tests/test_inference_backends.py``), int8 among them only where ``int8_allowed``: its test-fold AP
-is within 0.005 of float32's in ``benchmarks/results/int8_accuracy.json`` (``benchmarks/int8_accuracy.py``);
+float32 network (``tests/test_inference_backends.py``), int8 among them only where ``int8_allowed``: today's int8
+graph had its test-fold AP within 0.005 of float32's in every ``benchmarks/results/int8_accuracy*.json``
+(``benchmarks/int8_accuracy.py``);
 ``inference_s_1408x512_float32`` the fastest float32 one, ``inference_s_1408x512_int8`` int8's own.
 Writes ``benchmarks/results/cpu_speed.json`` (``--name``); the load average before and after is recorded.
 """

