@@ -45,13 +45,13 @@ from workflow.timing import timed  # noqa: E402
 PRECISIONS = ("32-true", "bf16-mixed")
 
 
-def preset(name: str) -> DictConfig:
-    """The composed config of ``experiment=<name>``."""
+def preset(name: str, *overrides: str) -> DictConfig:
+    """The composed config of ``experiment=<name>`` with ``overrides``."""
     register_resolvers()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         # a class count left to the data (null) set to NEU's 6: timing needs no data
         extra = ["model.num_clusters=6", "model.num_classes=6"] if name.startswith("cluster") else []
-        return compose("train", overrides=[f"experiment={name}", *extra])
+        return compose("train", overrides=[f"experiment={name}", *extra, *overrides])
 
 
 

@@ -51,8 +51,11 @@ INT8_GRAPH = "lnet_fourier_float32"
 
 
 def int8_graph(net: WeakDefectNet) -> str:
-    """Which int8 graph quantising ``net`` gives: :data:`INT8_GRAPH` with LNet's Fourier path, else ``direct``."""
-    return INT8_GRAPH if isinstance(net.lnet.body[-1][1], FourierRowConv2d) else "direct"
+    """Which int8 graph quantising ``net`` gives: :data:`INT8_GRAPH` where LNet's wide convolution takes the Fourier
+    path (its kernel wide enough), else ``direct``."""
+    wide = net.lnet.body[-1][1]
+    fourier = isinstance(wide, FourierRowConv2d) and min(wide.kernel_size) >= wide.min_kernel
+    return INT8_GRAPH if fourier else "direct"
 
 
 def int8_allowed(results_dir: Path = RESULTS, name: str = "int8_accuracy") -> bool:

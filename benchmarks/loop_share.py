@@ -29,15 +29,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from lightning.pytorch.profilers import SimpleProfiler
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.cpu_precision import preset  # noqa: E402
 from lightning_modules.method import build_method  # noqa: E402
-from workflow.precision import register_resolvers  # noqa: E402
 
 DEFAULT_ARCHIVE = ROOT.parent / "shared" / "datasets" / "KolektorSDD.zip"
 WARM_UP = 3
@@ -68,10 +67,7 @@ def profiled_mean(profiler: SimpleProfiler, suffix: str) -> float:
 
 
 def one_setting(archive: Path, root: Path, steps: int, workers: int) -> dict:
-    register_resolvers()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=["experiment=weak_kolektor_cpu", f"data.archive={archive}",
-                                          f"data.root={root}", f"data.num_workers={workers}"])
+    cfg = preset("weak_kolektor_cpu", f"data.archive={archive}", f"data.root={root}", f"data.num_workers={workers}")
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data, fold=0)
     model = build_method(cfg.model, cfg.optimizer)

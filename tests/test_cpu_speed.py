@@ -71,3 +71,4 @@ def test_a_check_of_another_int8_graph_does_not_count(tmp_path: Path) -> None:
 def test_the_default_network_quantises_to_the_checked_graph() -> None:
     assert int8_graph(WeakDefectNet(lnet_wide=8)) == INT8_GRAPH
     assert int8_graph(WeakDefectNet(lnet_wide=8, lnet_fourier=False)) == "direct"
+    assert int8_graph(WeakDefectNet(lnet_wide=8, lnet_kernel=5)) == "direct"  # too narrow: the direct path
