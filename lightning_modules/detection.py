@@ -17,6 +17,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchmetrics.aggregation import MeanMetric
 
 from lightning_modules.method import DefectMethod
 from metrics.calibration import clean_baseline_offset, shift_scores
@@ -74,16 +75,24 @@ class ImageDetectionModule(DefectMethod):
     # -- validation (only with held-out training groups, ``data.val_fraction``) -----------------
     def on_validation_epoch_start(self) -> None:
         self.val_scores = DetectionMetrics().to(self.device)
+        self.val_log_loss = MeanMetric().to(self.device)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         _, logits = self.net(batch["image"])
-        self.val_scores.update(torch.sigmoid(logits), batch["label"], batch["index"])
+        labels = batch["label"].float()
+        self.val_scores.update(torch.sigmoid(logits), labels, batch["index"])
+        self.val_log_loss.update(F.binary_cross_entropy_with_logits(logits.float(), labels, reduction="none"))
 
     def on_validation_epoch_end(self) -> None:
-        """``val/ap`` (and false calls at the best F1) on the held-out training groups: what the best
-        checkpoint is chosen on. Logged on every rank (the scores are gathered, so the values agree)."""
+        """``val/ap``, false calls at the best F1 and ``val/log_loss`` (the image score's binary cross-entropy) on
+        the held-out training groups: what the best checkpoint, and settings (``benchmarks/select_on_validation.py``),
+        are chosen on. Logged on every rank (the scores are gathered, so the values agree). The last check's values
+        also go into the fold's result as ``val_ap``, ``val_false_calls``, ``val_log_loss`` at ``val_step``."""
         metrics = self.val_scores.compute()
-        self.log_dict({f"val/{k}": float(metrics[k]) for k in ("ap", "false_calls") if k in metrics})
+        values = {k: float(metrics[k]) for k in ("ap", "false_calls") if k in metrics}
+        values["log_loss"] = float(self.val_log_loss.compute())
+        self.log_dict({f"val/{k}": v for k, v in values.items()})
+        self.last_validation = {f"val_{k}": v for k, v in values.items()} | {"val_step": int(self.global_step)}
 
     def on_test_epoch_start(self) -> None:
         self._reset_test_metrics()
@@ -131,6 +140,7 @@ class ImageDetectionModule(DefectMethod):
             offset = clean_baseline_offset(train_scores, train_labels, clean_score)
         metrics["pool_offset"] = offset
         metrics.update(self.extra_fold_metrics())
+        metrics.update(getattr(self, "last_validation", {}))
         self.fold_result = {"metrics": metrics, "fixed_threshold": threshold,
                             "per_image": {"ids": ids.cpu(), "label": labels.long().cpu(), "score": scores.cpu(),
                                           "score_pooled": shift_scores(scores, offset).float().cpu()}}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
+import pytest
 import torch
 
 from callbacks.checkpoint import BestCheckpoint
@@ -28,6 +29,11 @@ def test_val_fraction_holds_out_whole_training_groups_stratified(kolektor_root: 
 
 
 def fit(root: Path, tmp_path: Path, **data) -> tuple[BestCheckpoint, list[float]]:
+    best, seen, _, _ = fit_module(root, tmp_path, **data)
+    return best, seen
+
+
+def fit_module(root: Path, tmp_path: Path, **data) -> tuple[BestCheckpoint, list[float], L.LightningModule, object]:
     seen: list[float] = []
 
     class Record(L.Callback):
@@ -38,8 +44,9 @@ def fit(root: Path, tmp_path: Path, **data) -> tuple[BestCheckpoint, list[float]
     trainer = L.Trainer(accelerator="cpu", max_steps=12, max_epochs=-1, logger=False, callbacks=[best, Record()],
                         default_root_dir=str(tmp_path), enable_progress_bar=False, enable_model_summary=False,
                         val_check_interval=4, num_sanity_val_steps=0, gradient_clip_val=1.0)
-    trainer.fit(tiny_module(), datamodule=make_dm(root, image_size=(64, 24), **data))
-    return best, seen
+    module, dm = tiny_module(), make_dm(root, image_size=(64, 24), **data)
+    trainer.fit(module, datamodule=dm)
+    return best, seen, module, dm
 
 
 def test_best_checkpoint_keeps_the_highest_validation_ap(kolektor_root: Path, tmp_path: Path) -> None:
@@ -57,3 +64,16 @@ def test_without_validation_data_no_best_checkpoint(kolektor_root: Path, tmp_pat
     best, seen = fit(kolektor_root, tmp_path)
     assert seen == [] and best.best_model_path == ""
     assert not (tmp_path / "checkpoints").exists() or not list((tmp_path / "checkpoints").glob("best*.ckpt"))
+
+
+def test_validation_log_loss_is_the_image_scores_cross_entropy(kolektor_root: Path, tmp_path: Path) -> None:
+    """The last validation's AP and log loss (what settings are chosen on) are those of the final weights."""
+    _, seen, module, dm = fit_module(kolektor_root, tmp_path, val_fraction=0.25)
+    module.eval()
+    with torch.no_grad():
+        logits, labels = zip(*((module.net(b["image"])[1], b["label"].float()) for b in dm.val_dataloader()),
+                             strict=True)
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(torch.cat(logits), torch.cat(labels))
+    last = module.last_validation
+    assert last["val_step"] == 12 and last["val_ap"] == seen[-1]
+    assert last["val_log_loss"] == pytest.approx(float(expected), rel=1e-4)
