@@ -1,0 +1,96 @@
+"""Pick a setting among candidate runs by their validation figures only, and record the pick.
+
+    python benchmarks/select_on_validation.py weak_kolektor_cpu \
+        benchmarks/results/probes/weak_kolektor_cpu_val_drop.json \
+        benchmarks/results/probes/weak_kolektor_cpu_val_nodrop.json ...
+
+Each candidate is a ``benchmarks/run.py`` result of a run with ``data.val_fraction`` (the held-out part of the
+training folds). The rule, fixed before the candidates ran: the highest validation AP (mean over the candidate's
+folds, at the last validation), ties (within ``--tie``) broken by the lower validation log loss. No test figure is
+read. The record, ``benchmarks/results/selection_<name>.json``, lists each candidate's validation figures and the
+overrides that set it apart; the pick is then run on every fold with ``--selection validation``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import shlex
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RULE = ("highest validation AP (mean over the candidate's folds, last validation); ties within {tie} broken by the "
+        "lower validation log loss (the image score's binary cross-entropy); no test figure read")
+
+
+def validation_figures(result: dict[str, Any]) -> dict[str, float]:
+    """``ap``, ``log_loss`` (and ``false_calls`` where known) of a run's last validation, mean over its folds.
+    Runs before the fold results kept them (``val_ap``...) carry a ``validation`` block written from the run's
+    csv log and last checkpoint (``ap_by_step``, ``log_loss_final``)."""
+    folds = [f for f in result["metrics"]["folds"] if "val_ap" in f]
+    if folds:
+        figures = {k: statistics.fmean(f[f"val_{k}"] for f in folds) for k in ("ap", "log_loss")}
+        if all("val_false_calls" in f for f in folds):
+            figures["false_calls"] = sum(f["val_false_calls"] for f in folds)
+        return figures
+    block = result.get("validation")
+    if not block:
+        raise ValueError(f"{result.get('name')}: no validation figures (was it run with data.val_fraction > 0 "
+                         "and a validation check at the end of training?)")
+    last_step = max(block["ap_by_step"], key=int)
+    figures = {"ap": float(block["ap_by_step"][last_step]), "log_loss": float(block["log_loss_final"])}
+    if "false_calls_final" in block:
+        figures["false_calls"] = block["false_calls_final"]
+    return figures
+
+
+def pick(figures: Sequence[dict[str, float]], tie: float = 1e-6) -> int:
+    """The index of the chosen candidate: highest ``ap``; among those within ``tie`` of it, lowest ``log_loss``
+    (then the first listed)."""
+    best_ap = max(f["ap"] for f in figures)
+    tied = [i for i, f in enumerate(figures) if f["ap"] >= best_ap - tie]
+    return min(tied, key=lambda i: figures[i]["log_loss"])
+
+
+def distinguishing_overrides(commands: Sequence[str]) -> list[list[str]]:
+    """Per command, the arguments not shared by every command (what sets each candidate apart)."""
+    tokens = [shlex.split(c) for c in commands]
+    common = set.intersection(*(set(t) for t in tokens))
+    return [[a for a in t if a not in common] for t in tokens]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("name", help="what is being chosen (the record is selection_<name>.json)")
+    parser.add_argument("candidates", nargs="+", type=Path, help="benchmarks/run.py result JSONs")
+    parser.add_argument("--tie", type=float, default=1e-6, help="validation APs this close count as tied")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    args = parser.parse_args(argv)
+    results = [json.loads(p.read_text()) for p in args.candidates]
+    figures = [validation_figures(r) for r in results]
+    chosen = pick(figures, args.tie)
+    apart = distinguishing_overrides([r["command"] for r in results])
+    record = {
+        "name": f"selection_{args.name}",
+        "command": "python benchmarks/select_on_validation.py " + " ".join(
+            [args.name, *(str(p) for p in args.candidates)] + ([f"--tie {args.tie}"] if args.tie != 1e-6 else [])),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "selection": "validation",
+        "rule": RULE.format(tie=args.tie),
+        "candidates": [{"name": r["name"], "overrides": o, "commit": r.get("commit"), "device": r.get("device"),
+                        "validation": f} for r, o, f in zip(results, apart, figures, strict=True)],
+        "pick": results[chosen]["name"],
+        "pick_overrides": apart[chosen],
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"selection_{args.name}.json").write_text(json.dumps(record, indent=2) + "\n")
+    print(json.dumps({k: record[k] for k in ("pick", "pick_overrides")}
+                     | {"validation": {c["name"]: c["validation"] for c in record["candidates"]}}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
