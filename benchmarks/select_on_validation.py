@@ -7,7 +7,7 @@
 Each candidate is a ``benchmarks/run.py`` result of a run with ``data.val_fraction`` (the held-out part of the
 training folds). The rule, fixed before the candidates ran: the highest validation AP (mean over the candidate's
 folds, at the last validation), ties (within ``--tie``) broken by the lower validation log loss. No test figure is
-read. The record, ``benchmarks/results/selection_<name>.json``, lists each candidate's validation figures and the
+read. The record, ``benchmarks/results/probes/selection_<name>.json``, lists each candidate's validation figures and the
 overrides that set it apart; the pick is then run on every fold with ``--selection validation``.
 """
 
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("name", help="what is being chosen (the record is selection_<name>.json)")
     parser.add_argument("candidates", nargs="+", type=Path, help="benchmarks/run.py result JSONs")
     parser.add_argument("--tie", type=float, default=1e-6, help="validation APs this close count as tied")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "probes")
     args = parser.parse_args(argv)
     results = [json.loads(p.read_text()) for p in args.candidates]
     figures = [validation_figures(r) for r in results]
