@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> None:
             [args.name, *(str(p) for p in args.candidates)] + ([f"--tie {args.tie}"] if args.tie != 1e-6 else [])),
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "selection": "validation",
+        "method": sorted({r.get("method", "unknown") for r in results}),
         "rule": RULE.format(tie=args.tie),
         "candidates": [{"name": r["name"], "overrides": o, "commit": r.get("commit"), "device": r.get("device"),
                         "validation": f} for r, o, f in zip(results, apart, figures, strict=True)],

@@ -12,7 +12,7 @@ from benchmarks.select_on_validation import distinguishing_overrides, main, pick
 
 def result(name: str, command: str, val_ap: float, val_log_loss: float, test_ap: float) -> dict:
     fold = {"fold": 0, "ap": test_ap, "val_ap": val_ap, "val_log_loss": val_log_loss, "val_false_calls": 1}
-    return {"name": name, "command": command, "commit": "abc", "device": "cpu",
+    return {"name": name, "command": command, "commit": "abc", "device": "cpu", "method": "weak",
             "metrics": {"pooled": {"ap": test_ap}, "folds": [fold]}}
 
 
@@ -43,7 +43,7 @@ def test_the_record_names_the_pick_by_validation_never_by_test(tmp_path: Path) -
     main(["weak", *map(str, paths), "--out", str(tmp_path)])
     record = json.loads((tmp_path / "selection_weak.json").read_text())
     assert record["pick"] == "drop" and record["pick_overrides"] == ["lr_drops=on"]
-    assert record["selection"] == "validation"
+    assert record["selection"] == "validation" and record["method"] == ["weak"]
     assert [c["validation"]["ap"] for c in record["candidates"]] == [1.0, 0.9]
     assert "0.5" not in json.dumps(record["candidates"])  # no test figure copied
     assert distinguishing_overrides(["a b c", "a c d"]) == [["b"], ["d"]]
