@@ -109,8 +109,8 @@ def main() -> None:
     metrics = measure(args.checkpoint.resolve(), args.overrides, args.calibration_images)
     write_result(RESULTS, args.name, "python benchmarks/int8_accuracy.py " + " ".join(sys.argv[1:]), commit,
                  time.perf_counter() - start, metrics, selection="fixed", method="weak",
-                 note="the quantisation settings (workflow/quantization.py) were chosen in exploratory runs on the "
-                      "test fold of this checkpoint")
+                 note="the quantisation settings (workflow/quantization.py) were chosen in exploratory runs on "
+                      "KolektorSDD's test fold 0 with an earlier checkpoint (the direct graph, 2026-12-06)")
     print({k: v for k, v in metrics.items() if k != "checkpoint"})
 
 
