@@ -14,15 +14,22 @@ overrides that set it apart; the pick is then run on every fold with ``--selecti
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import shlex
 import statistics
+import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from workflow.run_info import git_commit, write_result  # noqa: E402
+
+#: validation APs this close count as tied
+TIE = 1e-6
 RULE = ("highest validation AP (mean over the candidate's folds, last validation); ties within {tie} broken by the "
         "lower validation log loss (the image score's binary cross-entropy); no test figure read")
 
@@ -48,7 +55,7 @@ def validation_figures(result: dict[str, Any]) -> dict[str, float]:
     return figures
 
 
-def pick(figures: Sequence[dict[str, float]], tie: float = 1e-6) -> int:
+def pick(figures: Sequence[dict[str, float]], tie: float = TIE) -> int:
     """The index of the chosen candidate: highest ``ap``; among those within ``tie`` of it, lowest ``log_loss``
     (then the first listed)."""
     best_ap = max(f["ap"] for f in figures)
@@ -67,31 +74,25 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("name", help="what is being chosen (the record is selection_<name>.json)")
     parser.add_argument("candidates", nargs="+", type=Path, help="benchmarks/run.py result JSONs")
-    parser.add_argument("--tie", type=float, default=1e-6, help="validation APs this close count as tied")
+    parser.add_argument("--tie", type=float, default=TIE, help="validation APs this close count as tied")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "probes")
     args = parser.parse_args(argv)
+    start = time.perf_counter()
     results = [json.loads(p.read_text()) for p in args.candidates]
     figures = [validation_figures(r) for r in results]
     chosen = pick(figures, args.tie)
     apart = distinguishing_overrides([r["command"] for r in results])
-    record = {
-        "name": f"selection_{args.name}",
-        "command": "python benchmarks/select_on_validation.py " + " ".join(
-            [args.name, *(str(p) for p in args.candidates)] + ([f"--tie {args.tie}"] if args.tie != 1e-6 else [])),
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "selection": "validation",
-        "method": sorted({r.get("method", "unknown") for r in results}),
-        "rule": RULE.format(tie=args.tie),
-        "candidates": [{"name": r["name"], "overrides": o, "commit": r.get("commit"), "device": r.get("device"),
-                        "validation": f} for r, o, f in zip(results, apart, figures, strict=True)],
-        "pick": results[chosen]["name"],
-        "pick_overrides": apart[chosen],
-    }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"selection_{args.name}.json").write_text(json.dumps(record, indent=2) + "\n")
+    command = " ".join(["python benchmarks/select_on_validation.py", args.name, *map(str, args.candidates)]
+                       + ([f"--tie {args.tie}"] if args.tie != TIE else []))
+    record = write_result(
+        args.out, f"selection_{args.name}", command, git_commit(ROOT), time.perf_counter() - start,
+        {"pick_validation": figures[chosen]}, selection="validation",
+        method=sorted({r.get("method", "unknown") for r in results}), rule=RULE.format(tie=args.tie),
+        candidates=[{"name": r["name"], "overrides": o, "commit": r.get("commit"), "device": r.get("device"),
+                     "validation": f} for r, o, f in zip(results, apart, figures, strict=True)],
+        pick=results[chosen]["name"], pick_overrides=apart[chosen])
     print(json.dumps({k: record[k] for k in ("pick", "pick_overrides")}
                      | {"validation": {c["name"]: c["validation"] for c in record["candidates"]}}, indent=2))
-
 
 if __name__ == "__main__":
     main()
