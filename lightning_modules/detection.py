@@ -91,10 +91,7 @@ class ImageDetectionModule(DefectMethod):
         metrics = self.val_scores.compute()
         values = {k: float(metrics[k]) for k in ("ap", "false_calls") if k in metrics}
         values["log_loss"] = float(self.val_log_loss.compute())
-        self.log_dict({f"val/{k}": v for k, v in values.items()})
-        if self.trainer.sanity_checking:  # a few batches of the untrained model: not a validation result
-            return
-        self.last_validation = {f"val_{k}": v for k, v in values.items()} | {"val_step": int(self.global_step)}
+        self.record_validation(values)
 
     def on_test_epoch_start(self) -> None:
         self._reset_test_metrics()

@@ -49,6 +49,8 @@ class DefectMethod(L.LightningModule, ABC):
         exportable: whether :meth:`export_target` gives a module to export (ONNX, TorchScript).
 
     Instance state:
+        last_validation: the figures of the last validation on held-out training images (``data.val_fraction``),
+            set by :meth:`record_validation`; absent without validation data.
         fold_result: set at the end of ``trainer.test``: ``{"metrics": {...}, "per_image": {"ids": ..., ...}}``
             (tensors and plain values: saved and read back with ``weights_only=True``), plus what
             :meth:`pool` needs of the fold.
@@ -63,6 +65,7 @@ class DefectMethod(L.LightningModule, ABC):
     exportable: ClassVar[bool] = False
 
     fold_result: dict[str, Any]
+    last_validation: dict[str, float]
 
     @property
     @abstractmethod
@@ -97,6 +100,14 @@ class DefectMethod(L.LightningModule, ABC):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[METHOD_KEY] = self.name
+
+    def record_validation(self, values: Mapping[str, float]) -> None:
+        """Log a validation's figures as ``val/<name>``; unless it is the sanity check (a few batches of the
+        untrained model), keep them as :attr:`last_validation` (``val_<name>`` and ``val_step``), which each
+        method adds to its fold's metrics: what settings are chosen on (``benchmarks/select_on_validation.py``)."""
+        self.log_dict({f"val/{k}": v for k, v in values.items()})
+        if not self.trainer.sanity_checking:
+            self.last_validation = {f"val_{k}": v for k, v in values.items()} | {"val_step": int(self.global_step)}
 
 
 def is_plain(value: Any) -> bool:

@@ -188,6 +188,22 @@ class ClusteringModule(DefectMethod):
                       on_epoch=False, batch_size=labels.numel())
         return loss
 
+    # -- validation (only with held-out training images, ``data.val_fraction``) ------------------
+    def on_validation_epoch_start(self) -> None:
+        k = self.hparams.num_clusters
+        self.val_metrics = ClusteringMetrics(k, self.hparams.num_classes or k, self.hparams.defect_free_class)
+        self.val_metrics.to(self.device)
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self.val_metrics.update(self.classify(batch["image"]).argmax(1), batch["target"], batch["index"])
+
+    def on_validation_epoch_end(self) -> None:
+        """``val/acc`` and ``val/nmi`` of the head's clusters on the held-out training images (each validation
+        maps clusters to classes by its own Hungarian assignment, as testing does): what settings are chosen on,
+        never the test fold. The last check's values go into the fold's result (``val_acc``, ``val_nmi``)."""
+        metrics = self.val_metrics.compute()
+        self.record_validation({k: float(metrics[k]) for k in ("acc", "nmi")})
+
     # -- testing --------------------------------------------------------------------------------
     def _reset_test_metrics(self) -> None:
         k = self.hparams.num_clusters
@@ -213,6 +229,7 @@ class ClusteringModule(DefectMethod):
         metrics = self.test_metrics.compute()
         metrics["ms_per_image"] = 1000 * self._test_seconds / max(1, self._test_images)
         metrics.update(getattr(self, "training_summary", {}))  # what the pseudo-label callback chose, if anything
+        metrics.update(getattr(self, "last_validation", {}))
         clusters, targets, ids = self.test_metrics.gathered()
         self.fold_result = {"metrics": metrics, "classes": self.classes(),
                             "per_image": {"ids": ids.cpu(), "target": targets.cpu(), "cluster": clusters.cpu()}}
