@@ -5,8 +5,9 @@
         benchmarks/results/probes/weak_kolektor_cpu_val_nodrop.json ...
 
 Each candidate is a ``benchmarks/run.py`` result of a run with ``data.val_fraction`` (the held-out part of the
-training folds). The rule, fixed before the candidates ran: the highest validation AP (mean over the candidate's
-folds, at the last validation), ties (within ``--tie``) broken by the lower validation log loss. No test figure is
+training folds). The rule, fixed before the candidates ran: the highest validation headline (mean over the
+candidate's folds, at the last validation: AP for the detection methods, ACC for clustering), ties (within ``--tie``)
+broken by the lower validation log loss (detection) or the higher validation NMI (clustering). No test figure is
 read. The record, ``benchmarks/results/probes/selection_<name>.json``, lists each candidate's validation figures and the
 overrides that set it apart; the pick is then run on every fold with ``--selection validation``.
 """
@@ -28,20 +29,25 @@ sys.path.insert(0, str(ROOT))
 
 from workflow.run_info import git_commit, write_result  # noqa: E402
 
-#: validation APs this close count as tied
+#: validation headlines this close count as tied
 TIE = 1e-6
-RULE = ("highest validation AP (mean over the candidate's folds, last validation); ties within {tie} broken by the "
-        "lower validation log loss (the image score's binary cross-entropy); no test figure read")
+#: each method's validation headline (maximised), in order of precedence: (its tie-break, whether lower is better)
+TIE_BREAKS = {"ap": ("log_loss", True), "acc": ("nmi", False)}
+RULE = ("highest validation {headline} (mean over the candidate's folds, last validation); ties within {tie} broken "
+        "by the {direction} validation {tie_break}; no test figure read")
 
 
 def validation_figures(result: dict[str, Any]) -> dict[str, float]:
-    """``ap``, ``log_loss`` (and ``false_calls`` where known) of a run's last validation, mean over its folds.
-    Runs before the fold results kept them (``val_ap``...) carry a ``validation`` block written from the run's
-    csv log and last checkpoint (``ap_by_step``, ``log_loss_final``)."""
-    folds = [f for f in result["metrics"]["folds"] if "val_ap" in f]
+    """The run's last validation figures (``ap``, ``log_loss``, ``false_calls`` for detection; ``acc``, ``nmi``
+    for clustering), the mean over its folds (false calls: the sum). Runs before the fold results kept them
+    (``val_ap``...) carry a ``validation`` block written from the run's csv log and last checkpoint
+    (``ap_by_step``, ``log_loss_final``)."""
+    folds = [f for f in result["metrics"]["folds"] if any(k.startswith("val_") for k in f)]
     if folds:
-        figures = {k: statistics.fmean(f[f"val_{k}"] for f in folds) for k in ("ap", "log_loss")}
-        if all("val_false_calls" in f for f in folds):
+        names = sorted({k[4:] for f in folds for k in f if k.startswith("val_") and k != "val_step"})
+        figures = {k: statistics.fmean(f[f"val_{k}"] for f in folds) for k in names
+                   if all(f"val_{k}" in f for f in folds)}
+        if "false_calls" in figures:
             figures["false_calls"] = sum(f["val_false_calls"] for f in folds)
         return figures
     block = result.get("validation")
@@ -55,12 +61,29 @@ def validation_figures(result: dict[str, Any]) -> dict[str, float]:
     return figures
 
 
+def headline(figures: Sequence[dict[str, float]]) -> str:
+    """The validation figure the candidates are ranked by (the first of :data:`TIE_BREAKS` they all have)."""
+    for name in TIE_BREAKS:
+        if all(name in f for f in figures):
+            return name
+    raise ValueError(f"the candidates share no validation headline ({', '.join(TIE_BREAKS)}): {figures}")
+
+
 def pick(figures: Sequence[dict[str, float]], tie: float = TIE) -> int:
-    """The index of the chosen candidate: highest ``ap``; among those within ``tie`` of it, lowest ``log_loss``
-    (then the first listed)."""
-    best_ap = max(f["ap"] for f in figures)
-    tied = [i for i, f in enumerate(figures) if f["ap"] >= best_ap - tie]
-    return min(tied, key=lambda i: figures[i]["log_loss"])
+    """The index of the chosen candidate: the highest :func:`headline` figure; among those within ``tie`` of it,
+    the best tie-break figure (then the first listed)."""
+    name = headline(figures)
+    tie_break, lower = TIE_BREAKS[name]
+    best = max(f[name] for f in figures)
+    tied = [i for i, f in enumerate(figures) if f[name] >= best - tie]
+    return min(tied, key=lambda i: figures[i][tie_break] if lower else -figures[i][tie_break])
+
+
+def rule(figures: Sequence[dict[str, float]], tie: float = TIE) -> str:
+    name = headline(figures)
+    tie_break, lower = TIE_BREAKS[name]
+    return RULE.format(headline=name.upper(), tie=tie, direction="lower" if lower else "higher",
+                       tie_break=tie_break.replace("_", " "))
 
 
 def distinguishing_overrides(commands: Sequence[str]) -> list[list[str]]:
@@ -74,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("name", help="what is being chosen (the record is selection_<name>.json)")
     parser.add_argument("candidates", nargs="+", type=Path, help="benchmarks/run.py result JSONs")
-    parser.add_argument("--tie", type=float, default=TIE, help="validation APs this close count as tied")
+    parser.add_argument("--tie", type=float, default=TIE, help="validation headlines this close count as tied")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "probes")
     args = parser.parse_args(argv)
     start = time.perf_counter()
@@ -87,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     record = write_result(
         args.out, f"selection_{args.name}", command, git_commit(ROOT), time.perf_counter() - start,
         {"pick_validation": figures[chosen]}, selection="validation",
-        method=sorted({r.get("method", "unknown") for r in results}), rule=RULE.format(tie=args.tie),
+        method=sorted({r.get("method", "unknown") for r in results}), rule=rule(figures, args.tie),
         candidates=[{"name": r["name"], "overrides": o, "commit": r.get("commit"), "device": r.get("device"),
                      "validation": f} for r, o, f in zip(results, apart, figures, strict=True)],
         pick=results[chosen]["name"], pick_overrides=apart[chosen])

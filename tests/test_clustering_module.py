@@ -122,6 +122,32 @@ def test_fit_reassigns_pseudo_labels_every_k_steps_and_tests(neu_root: Path, tmp
     assert 0.0 <= metrics["acc"] <= 1.0 and 0.0 <= metrics["nmi"] <= 1.0 and metrics["ms_per_image"] > 0
 
 
+def test_validation_scores_the_heads_clusters_on_held_out_training_images(neu_root: Path, tmp_path: Path) -> None:
+    """With ``val_fraction`` the held-out images are never clustered or trained on; the last validation's ACC and
+    NMI (what settings are chosen on) are those of the final head on them, and go into the fold's metrics."""
+    torch.manual_seed(0)
+    model = ClusteringModule(partial(torch.optim.AdamW, lr=1e-3), backbone="convnextv2_atto", num_clusters=6,
+                             num_classes=6, warmup_steps=2, max_steps=6, training_plan=views_plan())
+    kmeans = PseudoLabelReassigner(num_clusters=6, every_n_steps=3, pca_dim=8, nredo=1)
+    dm = neu_dm(neu_root, val_fraction=0.25)
+    trainer = L.Trainer(accelerator="cpu", max_steps=6, max_epochs=-1, logger=False, callbacks=[kmeans],
+                        default_root_dir=str(tmp_path), enable_progress_bar=False, enable_checkpointing=False,
+                        val_check_interval=6, check_val_every_n_epoch=None)
+    trainer.fit(model, datamodule=dm)
+    held_out = {s.name for s in dm.val_samples}
+    assert held_out and not held_out & {s.name for s in dm.train_samples}
+    assert all(sum(h["sizes"]) == len(dm.train_set) for h in kmeans.history)
+    model.eval()
+    with torch.no_grad():
+        clusters, targets = zip(*((model.classify(b["image"]).argmax(1), b["target"]) for b in dm.val_dataloader()),
+                                strict=True)
+    expected = clustering_summary(torch.cat(clusters), torch.cat(targets), 6, 6)
+    assert model.last_validation == pytest.approx({"val_acc": expected["acc"], "val_nmi": expected["nmi"],
+                                                   "val_step": 6})
+    trainer.test(model, datamodule=dm, verbose=False)
+    assert model.fold_result["metrics"]["val_acc"] == pytest.approx(expected["acc"])
+
+
 def test_aligned_reassignments_keep_the_head_and_bf16_channels_last_features_are_float32(neu_root: Path) -> None:
     """align_to_previous: the head is reset once (before the first assignment), later assignments keep it and
     are renamed after the previous one; bf16-mixed extracts float32 features from a channels-last backbone."""

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.select_on_validation import distinguishing_overrides, main, pick, validation_figures
+from benchmarks.select_on_validation import distinguishing_overrides, main, pick, rule, validation_figures
 
 
 def result(name: str, command: str, val_ap: float, val_log_loss: float, test_ap: float) -> dict:
@@ -20,6 +20,17 @@ def test_highest_validation_ap_wins_and_log_loss_breaks_ties() -> None:
     assert pick([{"ap": 0.9, "log_loss": 0.1}, {"ap": 0.95, "log_loss": 0.9}]) == 1
     assert pick([{"ap": 1.0, "log_loss": 0.4}, {"ap": 1.0, "log_loss": 0.3}, {"ap": 0.99, "log_loss": 0.01}]) == 1
     assert pick([{"ap": 0.98, "log_loss": 0.4}, {"ap": 0.99, "log_loss": 0.5}], tie=0.02) == 0
+
+
+def test_clustering_candidates_are_ranked_by_validation_acc_then_nmi() -> None:
+    assert pick([{"acc": 0.8, "nmi": 0.9}, {"acc": 0.9, "nmi": 0.1}]) == 1
+    assert pick([{"acc": 0.9, "nmi": 0.5}, {"acc": 0.9, "nmi": 0.7}, {"acc": 0.89, "nmi": 0.99}]) == 1
+    folds = [{"fold": 0, "acc": 0.1, "val_acc": 0.8, "val_nmi": 0.6, "val_step": 300},
+             {"fold": 1, "acc": 0.2, "val_acc": 0.9, "val_nmi": 0.8, "val_step": 300}]
+    assert validation_figures({"metrics": {"folds": folds}}) == pytest.approx({"acc": 0.85, "nmi": 0.7})
+    assert "ACC" in rule([{"acc": 1.0, "nmi": 1.0}]) and "higher validation nmi" in rule([{"acc": 1.0, "nmi": 1.0}])
+    with pytest.raises(ValueError, match="headline"):
+        pick([{"acc": 0.9}, {"ap": 0.9}])
 
 
 def test_figures_average_the_folds_and_read_the_older_validation_block() -> None:
