@@ -240,7 +240,7 @@ class PseudoLabelReassigner(L.Callback):
                        f"({seconds:.1f} s{truth}{source})")
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Empty clusters and pseudo-labels that never changed: said again at the end of the run
+        """Empty clusters, pseudo-labels that never changed, clusters that look merged: said again at the end of the run
         (:mod:`clustering.health`, :mod:`workflow.run_warnings`)."""
         for message in clustering_warnings(self.history, self.num_clusters):
             add_warning(pl_module, message)

@@ -1,19 +1,28 @@
 """Label-free signs that the pseudo-label clustering failed, from the reassigning callback's history.
 
-Two failures a user should hear about at the end of a run (``workflow.run_warnings``), not only in a log line:
+Failures a user should hear about at the end of a run (``workflow.run_warnings``), not only in a log line:
 
 * an empty cluster: k-means left a cluster without images, so the head trains on fewer classes than asked for;
 * pseudo-labels that never change: every reassignment reproduced the previous one (NMI to it at least
   :data:`STUCK_NMI`), so training the network did not move the clustering (e.g. a texture descriptor, which does not
-  move with the network, decides it).
+  move with the network, decides it);
+* clusters that look merged: at a reassignment the partition changed sharply (NMI to the previous assignment below
+  :data:`SHARP_NMI`) and the largest cluster grew by at least :data:`MERGE_GROWTH` times. On NEU (3-fold run of
+  ``cluster_neu_cpu``, ``benchmarks/notes/cluster_neu_cpu.md``) one such step merged two classes for good (the
+  descriptor's ``auto`` weight had moved to a stable but wrong partition); both thresholds are judgement, not fitted.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import pairwise
 
 #: NMI between consecutive assignments at or above this at every reassignment: the pseudo-labels never changed
 STUCK_NMI = 0.95
+#: a reassignment this far from the previous one (NMI) changed the partition sharply
+SHARP_NMI = 0.9
+#: ... and a largest cluster this many times the previous largest looks like a merge
+MERGE_GROWTH = 1.5
 
 
 def empty_cluster_warning(history: Sequence[dict], num_clusters: int) -> str | None:
@@ -37,6 +46,25 @@ def stuck_labels_warning(history: Sequence[dict]) -> str | None:
             "descriptor may decide it alone: try callbacks.pseudo_labels.descriptor=null, or more steps)")
 
 
+def merged_clusters_warning(history: Sequence[dict]) -> str | None:
+    """A message where a reassignment changed the partition sharply (NMI to the previous < :data:`SHARP_NMI`) while
+    its largest cluster grew to at least :data:`MERGE_GROWTH` times the previous largest (the last such step)."""
+    merges = [(before, after) for before, after in pairwise(history)
+              if after.get("nmi_to_previous", 1.0) < SHARP_NMI and after["sizes"] and before["sizes"]
+              and max(after["sizes"]) >= MERGE_GROWTH * max(before["sizes"])]
+    if not merges:
+        return None
+    before, after = merges[-1]
+    weight = (f" (the descriptor weight chosen there: {after['descriptor_weight']:g}; a fixed "
+              "callbacks.pseudo_labels.descriptor_weight or descriptor=null avoids the choice)"
+              if "descriptor_weight" in after else "")
+    return (f"at step {after['step']} the pseudo-labels changed sharply (NMI to the previous assignment "
+            f"{after['nmi_to_previous']:.3f}) and the largest cluster grew from {max(before['sizes'])} to "
+            f"{max(after['sizes'])} images: k-means may have merged classes{weight}")
+
+
 def clustering_warnings(history: Sequence[dict], num_clusters: int) -> list[str]:
     """Every message of this module that applies to ``history``."""
-    return [m for m in (empty_cluster_warning(history, num_clusters), stuck_labels_warning(history)) if m]
+    checks = (empty_cluster_warning(history, num_clusters), stuck_labels_warning(history),
+              merged_clusters_warning(history))
+    return [m for m in checks if m]

@@ -5,7 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from clustering.health import STUCK_NMI, clustering_warnings, empty_cluster_warning, stuck_labels_warning
+from clustering.health import (
+    STUCK_NMI,
+    clustering_warnings,
+    empty_cluster_warning,
+    merged_clusters_warning,
+    stuck_labels_warning,
+)
 from workflow.report import write_report
 from workflow.run_warnings import add_warning, fold_warnings, module_warnings, warnings_text
 
@@ -29,6 +35,23 @@ def test_pseudo_labels_that_never_change_are_a_warning_and_changing_ones_are_not
     assert stuck_labels_warning([record(0, [3, 3]), record(100, [3, 3], 1.0), record(200, [3, 3], 0.6)]) is None
     assert stuck_labels_warning([record(0, [3, 3]), record(100, [3, 3], 1.0)]) is None  # one comparison: too few
     assert len(clustering_warnings([record(0, [6, 0]), record(1, [6, 0], 1.0), record(2, [6, 0], 1.0)], 2)) == 2
+
+
+def test_a_sharp_change_that_grows_the_largest_cluster_is_a_merge_warning() -> None:
+    """NEU fold 2's trace (``benchmarks/notes/cluster_neu_cpu.md``): weight 1 at step 150 merged two classes; fold 0's
+    dip at step 50 changed the partition as sharply without a grown cluster, and recovered: no warning."""
+    fold2 = [record(0, [226, 202, 174, 198, 200, 200]), record(100, [226, 202, 173, 198, 200, 201], 0.997),
+             {**record(150, [392, 165, 127, 165, 142, 209], 0.811), "descriptor_weight": 1.0},
+             record(200, [396, 164, 129, 163, 142, 206], 0.978)]
+    message = merged_clusters_warning(fold2)
+    assert message is not None and "step 150" in message and "226 to 392" in message
+    assert "weight chosen there: 1" in message
+    assert "merged" in clustering_warnings(fold2, 6)[0]
+    fold0 = [record(0, [225, 200, 200, 175, 200, 200]), record(50, [216, 210, 200, 180, 200, 194], 0.804),
+             record(100, [225, 200, 200, 175, 200, 200], 0.807)]
+    assert merged_clusters_warning(fold0) is None
+    grown_but_gradual = [record(0, [200, 200, 200]), record(50, [320, 140, 140], 0.95)]
+    assert merged_clusters_warning(grown_but_gradual) is None
 
 
 def test_warnings_are_kept_once_per_module_and_listed_by_fold_in_metrics_json(tmp_path: Path) -> None:
