@@ -4,9 +4,10 @@
         data.archive=../shared/datasets/KolektorSDD.zip --selection fixed
 
 The JSON holds the command, git commit, device, date, wall time, the method's registry name (``method``) and
-the run's ``metrics.json`` (``metrics.pooled`` and ``metrics.folds``), copied from the run folder, never typed
-in. A working tree with uncommitted changes is refused (the commit would not say what ran) unless ``--allow-dirty``.
-``--selection`` (required: only the person running it knows) records how the settings were chosen.
+the run's ``metrics.json`` (``metrics.pooled``, ``metrics.folds``, ``metrics.warnings``), copied from the run
+folder, never typed in. A working tree with uncommitted changes is refused (the commit would not say what ran)
+unless ``--allow-dirty``. ``--selection`` (required: only the person running it knows) records how the settings
+were chosen.
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ def main(argv: list[str] | None = None) -> None:
     result = write_result(ROOT / "benchmarks" / "results", args.name,
                           "python train.py " + " ".join(shlex.quote(o) for o in args.overrides),
                           metrics.get("commit", commit), wall,
-                          {"pooled": metrics["pooled"], "folds": metrics["folds"]},
+                          {"pooled": metrics["pooled"], "folds": metrics["folds"],
+                           "warnings": metrics.get("warnings", [])},
                           method=run_method(run_dir), run_dir=str(run_dir.relative_to(ROOT)),
                           selection=args.selection)
     print(json.dumps({k: result[k] for k in ("name", "wall_s", "device")} | {"pooled": metrics["pooled"]}, indent=2))

@@ -35,7 +35,8 @@ def test_the_runner_asks_how_the_settings_were_chosen_and_records_it(tmp_path: P
     def fake_train(command: list[str], **_: object) -> None:
         run_dir = Path(next(a for a in command if a.startswith("hydra.run.dir=")).split("=", 1)[1])
         run_dir.mkdir(parents=True)
-        (run_dir / "metrics.json").write_text(json.dumps({"pooled": {"acc": 0.5}, "folds": []}))
+        (run_dir / "metrics.json").write_text(json.dumps({"pooled": {"acc": 0.5}, "folds": [],
+                                                          "warnings": ["fold 1: the pseudo-labels never changed"]}))
         (run_dir / "config_resolved.yaml").write_text("model:\n  _target_: lightning_modules.cluster.ClusteringModule")
 
     monkeypatch.setattr(subprocess, "run", fake_train)
@@ -48,6 +49,7 @@ def test_the_runner_asks_how_the_settings_were_chosen_and_records_it(tmp_path: P
     record = json.loads((tmp_path / "benchmarks" / "results" / "probe.json").read_text())
     assert record["selection"] == "validation" and record["metrics"]["pooled"] == {"acc": 0.5}
     assert record["method"] == "cluster"
+    assert record["metrics"]["warnings"] == ["fold 1: the pseudo-labels never changed"]  # what went wrong, kept
 
 
 def test_a_clean_tree_passes_and_dirty_is_allowed_on_request(monkeypatch: pytest.MonkeyPatch) -> None:
