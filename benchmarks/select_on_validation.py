@@ -45,11 +45,8 @@ def validation_figures(result: dict[str, Any]) -> dict[str, float]:
     folds = [f for f in result["metrics"]["folds"] if any(k.startswith("val_") for k in f)]
     if folds:
         names = sorted({k[4:] for f in folds for k in f if k.startswith("val_") and k != "val_step"})
-        figures = {k: statistics.fmean(f[f"val_{k}"] for f in folds) for k in names
-                   if all(f"val_{k}" in f for f in folds)}
-        if "false_calls" in figures:
-            figures["false_calls"] = sum(f["val_false_calls"] for f in folds)
-        return figures
+        shared = [k for k in names if all(f"val_{k}" in f for f in folds)]
+        return {k: (sum if k == "false_calls" else statistics.fmean)(f[f"val_{k}"] for f in folds) for k in shared}
     block = result.get("validation")
     if not block:
         raise ValueError(f"{result.get('name')}: no validation figures (was it run with data.val_fraction > 0 "
@@ -116,6 +113,7 @@ def main(argv: list[str] | None = None) -> None:
         pick=results[chosen]["name"], pick_overrides=apart[chosen])
     print(json.dumps({k: record[k] for k in ("pick", "pick_overrides")}
                      | {"validation": {c["name"]: c["validation"] for c in record["candidates"]}}, indent=2))
+
 
 if __name__ == "__main__":
     main()

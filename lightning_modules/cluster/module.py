@@ -189,10 +189,13 @@ class ClusteringModule(DefectMethod):
         return loss
 
     # -- validation (only with held-out training images, ``data.val_fraction``) ------------------
-    def on_validation_epoch_start(self) -> None:
+    def clustering_metrics(self) -> ClusteringMetrics:
+        """Fresh metrics of this module's clusters against the true classes (validation and testing), on its device."""
         k = self.hparams.num_clusters
-        self.val_metrics = ClusteringMetrics(k, self.hparams.num_classes or k, self.hparams.defect_free_class)
-        self.val_metrics.to(self.device)
+        return ClusteringMetrics(k, self.hparams.num_classes or k, self.hparams.defect_free_class).to(self.device)
+
+    def on_validation_epoch_start(self) -> None:
+        self.val_metrics = self.clustering_metrics()
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self.val_metrics.update(self.classify(batch["image"]).argmax(1), batch["target"], batch["index"])
@@ -206,13 +209,11 @@ class ClusteringModule(DefectMethod):
 
     # -- testing --------------------------------------------------------------------------------
     def _reset_test_metrics(self) -> None:
-        k = self.hparams.num_clusters
-        self.test_metrics = ClusteringMetrics(k, self.hparams.num_classes or k, self.hparams.defect_free_class)
+        self.test_metrics = self.clustering_metrics()
         self._test_seconds, self._test_images = 0.0, 0
 
     def on_test_epoch_start(self) -> None:
         self._reset_test_metrics()
-        self.test_metrics.to(self.device)
 
     def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         if self.device.type == "cuda":
