@@ -18,7 +18,7 @@ from clustering.alignment import align_to, truth_scores
 from clustering.backends import cluster
 from clustering.descriptors import texture_descriptor
 from clustering.health import clustering_warnings
-from clustering.stability import choose_descriptor_weight
+from clustering.stability import agreement_by_weight, mean_agreement, pick_weight
 from workflow.gathering import gather_unique
 from workflow.run_warnings import add_warning
 
@@ -88,6 +88,9 @@ class PseudoLabelReassigner(L.Callback):
             k-means agrees best with itself over random subsamples and seeds (:mod:`clustering.stability`, a
             criterion that reads no label); logged as ``cluster/descriptor_weight`` and kept in the fold's metrics.
         descriptor_weights: the candidate weights of ``"auto"``.
+        average_agreement: with ``"auto"``, choose on each weight's agreement averaged over this and every earlier
+            reassignment of the run (:func:`clustering.stability.mean_agreement`: one measurement is noisy, and
+            each switch of weight is a different partition); False: on this reassignment's measurement alone.
     """
 
     def __init__(self, num_clusters: int, every_n_steps: int = 100, backend: str = "faiss", pca_dim: int | None = 64,
@@ -96,7 +99,8 @@ class PseudoLabelReassigner(L.Callback):
                  score_against_truth: bool = True, align_to_previous: bool = False,
                  features_from_average: bool = True, label_momentum: float = 0.0, descriptor: str | None = None,
                  descriptor_weight: float | str = 1.0,
-                 descriptor_weights: Sequence[float] = (0.0, 1.0, 2.0, 4.0, 8.0)) -> None:
+                 descriptor_weights: Sequence[float] = (0.0, 1.0, 2.0, 4.0, 8.0),
+                 average_agreement: bool = True) -> None:
         if not 0.0 < freeze_after <= 1.0:
             raise ValueError(f"freeze_after is a fraction of max_steps in (0, 1], got {freeze_after}")
         if not 0.0 <= label_momentum < 1.0 or (label_momentum and not align_to_previous):
@@ -107,6 +111,7 @@ class PseudoLabelReassigner(L.Callback):
             raise ValueError(f"descriptor_weight is a number or 'auto', got {descriptor_weight!r}")
         self.descriptor_weight = descriptor_weight
         self.descriptor_weights = tuple(float(w) for w in descriptor_weights)
+        self.average_agreement = average_agreement
         self._chosen: dict = {}  # the last "auto" choice: weight and each candidate's agreement
         # (the dataset described, its images' descriptors in gathered order): the evaluation transform is fixed, so
         # a training set's descriptors are computed at its first reassignment only
@@ -202,11 +207,17 @@ class PseudoLabelReassigner(L.Callback):
         return trainer.strategy.broadcast(assignment, src=0)
 
     def _choose_weight(self, points: np.ndarray, descriptors: np.ndarray) -> float:
-        """The ``"auto"`` descriptor weight for this reassignment (:func:`choose_descriptor_weight`)."""
-        weight, scores = choose_descriptor_weight(points, descriptors, self.num_clusters, self.descriptor_weights,
-                                                  self.backend, seed=self.seed + len(self.history), **self.options)
-        self._chosen = {"descriptor_weight": weight, "agreement": {str(w): s for w, s in scores.items()}}
-        return weight
+        """The ``"auto"`` descriptor weight for this reassignment (:mod:`clustering.stability`): this
+        reassignment's agreement of each weight, averaged with the earlier ones' where ``average_agreement``."""
+        scores = agreement_by_weight(points, descriptors, self.num_clusters, self.descriptor_weights, self.backend,
+                                     seed=self.seed + len(self.history), **self.options)
+        measured = [scores]
+        if self.average_agreement:
+            measured += [{float(w): s for w, s in r["agreement"].items()} for r in self.history if "agreement" in r]
+        basis = mean_agreement(measured)
+        self._chosen = {"descriptor_weight": pick_weight(basis), "agreement": {str(w): s for w, s in scores.items()},
+                        "mean_agreement": {str(w): s for w, s in basis.items()}}
+        return self._chosen["descriptor_weight"]
 
     def _record(self, trainer: L.Trainer, assignment: torch.Tensor, seconds: float, averaged: bool) -> None:
         """The reassignment's sizes, agreement with the previous one (and with the truth, a diagnostic) in
@@ -234,7 +245,8 @@ class PseudoLabelReassigner(L.Callback):
         truth = f", ACC to the true classes {record['acc_to_truth']:.3f}" if "acc_to_truth" in record else ""
         source = ", averaged weights" if averaged else ""
         if self._chosen:
-            agreement = ", ".join(f"{w}: {s:.3f}" for w, s in self._chosen["agreement"].items())
+            agreement = ", ".join(f"{w}: {s:.3f} (mean {self._chosen['mean_agreement'][w]:.3f})"
+                                  for w, s in self._chosen["agreement"].items())
             source += f", descriptor weight {self._chosen['descriptor_weight']:g} (self-agreement {agreement})"
         rank_zero_info(f"pseudo-labels reassigned at step {trainer.global_step}: sizes {sizes.tolist()} "
                        f"({seconds:.1f} s{truth}{source})")

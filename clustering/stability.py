@@ -6,8 +6,9 @@ validation of clustering solutions", Neural Computation 2004; Ben-Hur, Elisseeff
 agreement between such runs, the adjusted Rand index on the images two subsamples share, reads no label. At every
 reassignment :class:`callbacks.pseudo_labels.PseudoLabelReassigner` (``descriptor_weight: auto``) clusters the
 points of each candidate weight (:func:`clustering.backends.clustered_points`; weight 0 is the network's features
-alone, the paper) and keeps the weight whose clustering agrees with itself best: the descriptor is used where, on
-these images, it gives the clusters more structure than the features alone, and not elsewhere.
+alone, the paper) and keeps the weight whose clustering agrees with itself best, on average over this and the run's
+earlier reassignments (:func:`mean_agreement`): the descriptor is used where, on these images, it gives the clusters
+more structure than the features alone, and not elsewhere.
 """
 
 from __future__ import annotations
@@ -48,17 +49,41 @@ def self_agreement(x: np.ndarray, k: int, backend: str = "faiss", runs: int = 4,
     return float(np.mean(scores))
 
 
-def choose_descriptor_weight(features: np.ndarray, descriptors: np.ndarray, k: int, weights: Sequence[float],
-                             backend: str = "faiss", pca_dim: int | None = None, whiten: bool = True,
-                             l2_normalize: bool = True, runs: int = 4, fraction: float = 0.8, seed: int = 0,
-                             **kmeans_options) -> tuple[float, dict[float, float]]:
-    """(the chosen weight, each candidate weight's :func:`self_agreement`): the smallest weight whose agreement is
-    within :data:`AGREEMENT_TIE` of the best, so the descriptor must earn its place."""
+def agreement_by_weight(features: np.ndarray, descriptors: np.ndarray, k: int, weights: Sequence[float],
+                        backend: str = "faiss", pca_dim: int | None = None, whiten: bool = True,
+                        l2_normalize: bool = True, runs: int = 4, fraction: float = 0.8, seed: int = 0,
+                        **kmeans_options) -> dict[float, float]:
+    """Each candidate weight's :func:`self_agreement` on the points it clusters (weight 0: the features alone)."""
     if not weights:
-        raise ValueError("choose_descriptor_weight needs at least one candidate weight")
+        raise ValueError("agreement_by_weight needs at least one candidate weight")
     scores = {}
     for weight in sorted(float(w) for w in weights):
         x = clustered_points(features, pca_dim, whiten, l2_normalize, descriptors, weight)
         scores[weight] = self_agreement(x, k, backend, runs, fraction, seed, **kmeans_options)
+    return scores
+
+
+def pick_weight(scores: dict[float, float]) -> float:
+    """The smallest weight whose agreement is within :data:`AGREEMENT_TIE` of the best, so the descriptor must
+    earn its place."""
     best = max(scores.values())
-    return min(w for w, s in scores.items() if s >= best - AGREEMENT_TIE), scores
+    return min(w for w, s in scores.items() if s >= best - AGREEMENT_TIE)
+
+
+def mean_agreement(measured: Sequence[dict[float, float]]) -> dict[float, float]:
+    """Each weight's agreement averaged over several measurements (e.g. every reassignment of a run so far).
+
+    One measurement is noisy: on NEU the same weight's agreement moved by up to 0.15 between reassignments 50 steps
+    apart, and a choice on one measurement switched weights back and forth, each switch a different partition
+    (``benchmarks/notes/cluster_neu_cpu.md``). The mean over the run is the better estimate and changes slowly.
+    Weights missing from a measurement are averaged over the measurements that have them."""
+    weights = {w for m in measured for w in m}
+    return {w: float(np.mean([m[w] for m in measured if w in m])) for w in sorted(weights)}
+
+
+def choose_descriptor_weight(features: np.ndarray, descriptors: np.ndarray, k: int, weights: Sequence[float],
+                             **options) -> tuple[float, dict[float, float]]:
+    """(the chosen weight, each candidate weight's agreement): :func:`pick_weight` of
+    :func:`agreement_by_weight` on these points alone."""
+    scores = agreement_by_weight(features, descriptors, k, weights, **options)
+    return pick_weight(scores), scores

@@ -23,6 +23,7 @@ from lightning.pytorch.loggers import CSVLogger
 from callbacks import PseudoLabelReassigner
 from clustering.alignment import align_to
 from clustering.descriptors import TEXTURE_DESCRIPTORS
+from clustering.stability import pick_weight
 from datamodules import NEUDataModule
 from datamodules.synthetic import write_neu_cls
 from datamodules.views import MultiCropViews
@@ -192,7 +193,8 @@ def test_aligned_reassignments_keep_the_head_and_bf16_channels_last_features_are
 
 def test_auto_descriptor_weight_is_chosen_at_every_reassignment_and_reported(neu_root: Path) -> None:
     """descriptor_weight=auto: each reassignment records the weight chosen among the candidates and every
-    candidate's self-agreement; the fold's test metrics carry the last and the mean chosen weight."""
+    candidate's self-agreement and their mean over the run so far, the choice's basis; the fold's test metrics
+    carry the last and the mean chosen weight."""
     torch.manual_seed(0)
     model = ClusteringModule(partial(torch.optim.AdamW, lr=1e-3), backbone="resnet18", num_clusters=3,
                              num_classes=6, warmup_steps=1, max_steps=5, training_plan=views_plan())
@@ -205,6 +207,11 @@ def test_auto_descriptor_weight_is_chosen_at_every_reassignment_and_reported(neu
     assert [h["step"] for h in kmeans.history] == [0, 2]
     chosen = [h["descriptor_weight"] for h in kmeans.history]
     assert all(w in (0.0, 2.0) for w in chosen) and all(set(h["agreement"]) == {"0.0", "2.0"} for h in kmeans.history)
+    # the second choice rests on each weight's agreement averaged over both reassignments
+    first, second = kmeans.history
+    for w in ("0.0", "2.0"):
+        assert second["mean_agreement"][w] == pytest.approx((first["agreement"][w] + second["agreement"][w]) / 2)
+    assert chosen[1] == pick_weight({float(w): s for w, s in second["mean_agreement"].items()})
     trainer.test(model, datamodule=dm)
     assert model.fold_result["metrics"]["descriptor_weight_last"] == chosen[-1]
     assert model.fold_result["metrics"]["descriptor_weight_mean"] == pytest.approx(np.mean(chosen))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clustering.stability import choose_descriptor_weight, self_agreement
+from clustering.stability import choose_descriptor_weight, mean_agreement, pick_weight, self_agreement
 from tests.test_kmeans import blobs
 
 OPTIONS = {"pca_dim": 8, "nredo": 5}
@@ -35,3 +35,15 @@ def test_the_features_alone_are_kept_where_the_descriptor_is_noise() -> None:
     noise = np.random.default_rng(4).normal(size=(len(features), 12)).astype(np.float32)
     weight, scores = choose_descriptor_weight(features, noise, 4, [0, 1, 4], **OPTIONS)
     assert weight == 0.0 and scores[0.0] > 0.95 and scores[4.0] < scores[0.0]
+
+
+def test_the_choice_rests_on_the_mean_agreement_so_a_single_noisy_measurement_does_not_switch_it() -> None:
+    """Weight 4 agreed best twice, weight 1 once by a larger margin: the mean keeps 4; near-ties go to the smaller
+    weight; a weight measured fewer times is averaged over its own measurements."""
+    measured = [{0.0: 0.60, 1.0: 0.70, 4.0: 0.96}, {0.0: 0.70, 1.0: 0.84, 4.0: 0.97}, {0.0: 0.58, 1.0: 0.99, 4.0: 0.84}]
+    assert pick_weight(measured[-1]) == 1.0
+    mean = mean_agreement(measured)
+    assert mean == pytest.approx({0.0: 0.6267, 1.0: 0.8433, 4.0: 0.9233}, abs=1e-4)
+    assert pick_weight(mean) == 4.0
+    assert pick_weight({0.0: 0.950, 2.0: 0.955, 8.0: 0.90}) == 0.0
+    assert mean_agreement([{0.0: 0.5}, {0.0: 0.7, 2.0: 0.9}]) == pytest.approx({0.0: 0.6, 2.0: 0.9})
