@@ -88,9 +88,10 @@ class PseudoLabelReassigner(L.Callback):
             k-means agrees best with itself over random subsamples and seeds (:mod:`clustering.stability`, a
             criterion that reads no label); logged as ``cluster/descriptor_weight`` and kept in the fold's metrics.
         descriptor_weights: the candidate weights of ``"auto"``.
-        average_agreement: with ``"auto"``, choose on each weight's agreement averaged over this and every earlier
-            reassignment of the run (:func:`clustering.stability.mean_agreement`: one measurement is noisy, and
-            each switch of weight is a different partition); False: on this reassignment's measurement alone.
+        agreement_decay: with ``"auto"``, choose on each weight's agreement averaged over this and the earlier
+            reassignments of the run, the one ``n`` reassignments back weighted by ``agreement_decay ** n``
+            (:func:`clustering.stability.mean_agreement`: one measurement is noisy, and each switch of weight is
+            another partition; 0: this reassignment's measurement alone; 1: a plain mean).
     """
 
     def __init__(self, num_clusters: int, every_n_steps: int = 100, backend: str = "faiss", pca_dim: int | None = 64,
@@ -100,7 +101,9 @@ class PseudoLabelReassigner(L.Callback):
                  features_from_average: bool = True, label_momentum: float = 0.0, descriptor: str | None = None,
                  descriptor_weight: float | str = 1.0,
                  descriptor_weights: Sequence[float] = (0.0, 1.0, 2.0, 4.0, 8.0),
-                 average_agreement: bool = True) -> None:
+                 agreement_decay: float = 0.7) -> None:
+        if not 0.0 <= agreement_decay <= 1.0:
+            raise ValueError(f"agreement_decay lies in [0, 1], got {agreement_decay}")
         if not 0.0 < freeze_after <= 1.0:
             raise ValueError(f"freeze_after is a fraction of max_steps in (0, 1], got {freeze_after}")
         if not 0.0 <= label_momentum < 1.0 or (label_momentum and not align_to_previous):
@@ -111,7 +114,7 @@ class PseudoLabelReassigner(L.Callback):
             raise ValueError(f"descriptor_weight is a number or 'auto', got {descriptor_weight!r}")
         self.descriptor_weight = descriptor_weight
         self.descriptor_weights = tuple(float(w) for w in descriptor_weights)
-        self.average_agreement = average_agreement
+        self.agreement_decay = agreement_decay
         self._chosen: dict = {}  # the last "auto" choice: weight and each candidate's agreement
         # (the dataset described, its images' descriptors in gathered order): the evaluation transform is fixed, so
         # a training set's descriptors are computed at its first reassignment only
@@ -208,13 +211,11 @@ class PseudoLabelReassigner(L.Callback):
 
     def _choose_weight(self, points: np.ndarray, descriptors: np.ndarray) -> float:
         """The ``"auto"`` descriptor weight for this reassignment (:mod:`clustering.stability`): this
-        reassignment's agreement of each weight, averaged with the earlier ones' where ``average_agreement``."""
+        reassignment's agreement of each weight, averaged with the earlier ones' (``agreement_decay``)."""
         scores = agreement_by_weight(points, descriptors, self.num_clusters, self.descriptor_weights, self.backend,
                                      seed=self.seed + len(self.history), **self.options)
-        measured = [scores]
-        if self.average_agreement:
-            measured += [{float(w): s for w, s in r["agreement"].items()} for r in self.history if "agreement" in r]
-        basis = mean_agreement(measured)
+        earlier = [{float(w): s for w, s in r["agreement"].items()} for r in self.history if "agreement" in r]
+        basis = mean_agreement([*earlier, scores], self.agreement_decay)
         self._chosen = {"descriptor_weight": pick_weight(basis), "agreement": {str(w): s for w, s in scores.items()},
                         "mean_agreement": {str(w): s for w, s in basis.items()}}
         return self._chosen["descriptor_weight"]

@@ -7,8 +7,8 @@ agreement between such runs, the adjusted Rand index on the images two subsample
 reassignment :class:`callbacks.pseudo_labels.PseudoLabelReassigner` (``descriptor_weight: auto``) clusters the
 points of each candidate weight (:func:`clustering.backends.clustered_points`; weight 0 is the network's features
 alone, the paper) and keeps the weight whose clustering agrees with itself best, on average over this and the run's
-earlier reassignments (:func:`mean_agreement`): the descriptor is used where, on these images, it gives the clusters
-more structure than the features alone, and not elsewhere.
+earlier reassignments, the older counting less (:func:`mean_agreement`): the descriptor is used where, on these
+images, it gives the clusters more structure than the features alone, and not elsewhere.
 """
 
 from __future__ import annotations
@@ -70,15 +70,21 @@ def pick_weight(scores: dict[float, float]) -> float:
     return min(w for w, s in scores.items() if s >= best - AGREEMENT_TIE)
 
 
-def mean_agreement(measured: Sequence[dict[float, float]]) -> dict[float, float]:
-    """Each weight's agreement averaged over several measurements (e.g. every reassignment of a run so far).
+def mean_agreement(measured: Sequence[dict[float, float]], decay: float = 1.0) -> dict[float, float]:
+    """Each weight's agreement averaged over several measurements, oldest first (e.g. every reassignment of a run so
+    far), the one ``age`` measurements back weighted by ``decay ** age`` (1: a plain mean; 0: the latest alone).
 
     One measurement is noisy: on NEU the same weight's agreement moved by up to 0.15 between reassignments 50 steps
     apart, and a choice on one measurement switched weights back and forth, each switch a different partition
-    (``benchmarks/notes/cluster_neu_cpu.md``). The mean over the run is the better estimate and changes slowly.
-    Weights missing from a measurement are averaged over the measurements that have them."""
-    weights = {w for m in measured for w in m}
-    return {w: float(np.mean([m[w] for m in measured if w in m])) for w in sorted(weights)}
+    (``benchmarks/notes/cluster_neu_cpu.md``). A decaying mean is steadier and still follows the features as they
+    are learnt. A weight missing from a measurement is averaged over the measurements that have it."""
+    if not 0.0 <= decay <= 1.0:
+        raise ValueError(f"decay lies in [0, 1], got {decay}")
+    ages = range(len(measured) - 1, -1, -1)
+    weights = sorted({w for m in measured for w in m})
+    return {w: float(np.average([m[w] for m in measured if w in m],
+                                weights=[decay ** age for age, m in zip(ages, measured, strict=True) if w in m]))
+            for w in weights}
 
 
 def choose_descriptor_weight(features: np.ndarray, descriptors: np.ndarray, k: int, weights: Sequence[float],

@@ -207,16 +207,19 @@ def test_auto_descriptor_weight_is_chosen_at_every_reassignment_and_reported(neu
     assert [h["step"] for h in kmeans.history] == [0, 2]
     chosen = [h["descriptor_weight"] for h in kmeans.history]
     assert all(w in (0.0, 2.0) for w in chosen) and all(set(h["agreement"]) == {"0.0", "2.0"} for h in kmeans.history)
-    # the second choice rests on each weight's agreement averaged over both reassignments
+    # the second choice rests on each weight's agreement averaged over both reassignments, the first counting 0.7
     first, second = kmeans.history
     for w in ("0.0", "2.0"):
-        assert second["mean_agreement"][w] == pytest.approx((first["agreement"][w] + second["agreement"][w]) / 2)
+        expected = (0.7 * first["agreement"][w] + second["agreement"][w]) / 1.7
+        assert second["mean_agreement"][w] == pytest.approx(expected)
     assert chosen[1] == pick_weight({float(w): s for w, s in second["mean_agreement"].items()})
     trainer.test(model, datamodule=dm)
     assert model.fold_result["metrics"]["descriptor_weight_last"] == chosen[-1]
     assert model.fold_result["metrics"]["descriptor_weight_mean"] == pytest.approx(np.mean(chosen))
     with pytest.raises(ValueError, match="a number or 'auto'"):
         PseudoLabelReassigner(num_clusters=3, descriptor="lbp_moments", descriptor_weight="heavy")
+    with pytest.raises(ValueError, match="agreement_decay"):
+        PseudoLabelReassigner(num_clusters=3, descriptor="lbp_moments", agreement_decay=1.5)
 
 
 def test_the_descriptor_of_each_training_image_is_clustered_beside_its_features(

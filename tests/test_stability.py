@@ -37,13 +37,18 @@ def test_the_features_alone_are_kept_where_the_descriptor_is_noise() -> None:
     assert weight == 0.0 and scores[0.0] > 0.95 and scores[4.0] < scores[0.0]
 
 
-def test_the_choice_rests_on_the_mean_agreement_so_a_single_noisy_measurement_does_not_switch_it() -> None:
-    """Weight 4 agreed best twice, weight 1 once by a larger margin: the mean keeps 4; near-ties go to the smaller
-    weight; a weight measured fewer times is averaged over its own measurements."""
+def test_the_choice_rests_on_a_decaying_mean_so_a_single_noisy_measurement_does_not_switch_it() -> None:
+    """Weight 4 agreed best twice, weight 1 last and by a larger margin: the decaying mean keeps 4, the latest
+    measurement alone (decay 0) would switch; near-ties go to the smaller weight; a weight measured fewer times is
+    averaged over its own measurements."""
     measured = [{0.0: 0.60, 1.0: 0.70, 4.0: 0.96}, {0.0: 0.70, 1.0: 0.84, 4.0: 0.97}, {0.0: 0.58, 1.0: 0.99, 4.0: 0.84}]
-    assert pick_weight(measured[-1]) == 1.0
-    mean = mean_agreement(measured)
-    assert mean == pytest.approx({0.0: 0.6267, 1.0: 0.8433, 4.0: 0.9233}, abs=1e-4)
+    assert pick_weight(mean_agreement(measured, decay=0.0)) == pick_weight(measured[-1]) == 1.0
+    mean = mean_agreement(measured, decay=0.7)  # weights 0.49, 0.7, 1
+    assert mean[1.0] == pytest.approx((0.49 * 0.70 + 0.7 * 0.84 + 0.99) / 2.19)
+    assert mean[4.0] == pytest.approx((0.49 * 0.96 + 0.7 * 0.97 + 0.84) / 2.19)
     assert pick_weight(mean) == 4.0
+    assert mean_agreement(measured, decay=1.0) == pytest.approx({0.0: 0.6267, 1.0: 0.8433, 4.0: 0.9233}, abs=1e-4)
     assert pick_weight({0.0: 0.950, 2.0: 0.955, 8.0: 0.90}) == 0.0
     assert mean_agreement([{0.0: 0.5}, {0.0: 0.7, 2.0: 0.9}]) == pytest.approx({0.0: 0.6, 2.0: 0.9})
+    with pytest.raises(ValueError, match="decay"):
+        mean_agreement(measured, decay=-0.1)
