@@ -90,8 +90,9 @@ class PseudoLabelReassigner(L.Callback):
         descriptor_weights: the candidate weights of ``"auto"``.
         agreement_decay: with ``"auto"``, choose on each weight's agreement averaged over this and the earlier
             reassignments of the run, the one ``n`` reassignments back weighted by ``agreement_decay ** n``
-            (:func:`clustering.stability.mean_agreement`: one measurement is noisy, and each switch of weight is
-            another partition; 0: this reassignment's measurement alone; 1: a plain mean).
+            (:func:`clustering.stability.mean_agreement`; 0, the default: this reassignment's measurement alone;
+            1: a plain mean). 0.7 steadies the choice but lost to 0 on NEU's validation images
+            (``benchmarks/results/probes/selection_cluster_neu_cpu_agreement.json``).
     """
 
     def __init__(self, num_clusters: int, every_n_steps: int = 100, backend: str = "faiss", pca_dim: int | None = 64,
@@ -101,7 +102,7 @@ class PseudoLabelReassigner(L.Callback):
                  features_from_average: bool = True, label_momentum: float = 0.0, descriptor: str | None = None,
                  descriptor_weight: float | str = 1.0,
                  descriptor_weights: Sequence[float] = (0.0, 1.0, 2.0, 4.0, 8.0),
-                 agreement_decay: float = 0.7) -> None:
+                 agreement_decay: float = 0.0) -> None:
         if not 0.0 <= agreement_decay <= 1.0:
             raise ValueError(f"agreement_decay lies in [0, 1], got {agreement_decay}")
         if not 0.0 < freeze_after <= 1.0:

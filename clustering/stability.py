@@ -6,9 +6,9 @@ validation of clustering solutions", Neural Computation 2004; Ben-Hur, Elisseeff
 agreement between such runs, the adjusted Rand index on the images two subsamples share, reads no label. At every
 reassignment :class:`callbacks.pseudo_labels.PseudoLabelReassigner` (``descriptor_weight: auto``) clusters the
 points of each candidate weight (:func:`clustering.backends.clustered_points`; weight 0 is the network's features
-alone, the paper) and keeps the weight whose clustering agrees with itself best, on average over this and the run's
-earlier reassignments, the older counting less (:func:`mean_agreement`): the descriptor is used where, on these
-images, it gives the clusters more structure than the features alone, and not elsewhere.
+alone, the paper) and keeps the weight whose clustering agrees with itself best (optionally on average over the run's
+reassignments, :func:`mean_agreement`): the descriptor is used where, on these images, it gives the clusters more
+structure than the features alone, and not elsewhere.
 """
 
 from __future__ import annotations

@@ -199,7 +199,7 @@ def test_auto_descriptor_weight_is_chosen_at_every_reassignment_and_reported(neu
     model = ClusteringModule(partial(torch.optim.AdamW, lr=1e-3), backbone="resnet18", num_clusters=3,
                              num_classes=6, warmup_steps=1, max_steps=5, training_plan=views_plan())
     kmeans = PseudoLabelReassigner(num_clusters=3, every_n_steps=2, pca_dim=8, nredo=1, descriptor="lbp_moments",
-                                   descriptor_weight="auto", descriptor_weights=[0, 2])
+                                   descriptor_weight="auto", descriptor_weights=[0, 2], agreement_decay=0.7)
     trainer = L.Trainer(accelerator="cpu", max_steps=5, max_epochs=-1, logger=False, callbacks=[kmeans],
                         enable_progress_bar=False, enable_checkpointing=False)
     dm = neu_dm(neu_root)
