@@ -86,10 +86,3 @@ def mean_agreement(measured: Sequence[dict[float, float]], decay: float = 1.0) -
                                 weights=[decay ** age for age, m in zip(ages, measured, strict=True) if w in m]))
             for w in weights}
 
-
-def choose_descriptor_weight(features: np.ndarray, descriptors: np.ndarray, k: int, weights: Sequence[float],
-                             **options) -> tuple[float, dict[float, float]]:
-    """(the chosen weight, each candidate weight's agreement): :func:`pick_weight` of
-    :func:`agreement_by_weight` on these points alone."""
-    scores = agreement_by_weight(features, descriptors, k, weights, **options)
-    return pick_weight(scores), scores

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clustering.stability import choose_descriptor_weight, mean_agreement, pick_weight, self_agreement
+from clustering.stability import agreement_by_weight, mean_agreement, pick_weight, self_agreement
 from tests.test_kmeans import blobs
 
 OPTIONS = {"pca_dim": 8, "nredo": 5}
@@ -25,16 +25,16 @@ def test_the_descriptor_is_weighted_in_where_it_carries_the_groups() -> None:
     weight above 0 is chosen."""
     descriptors, _ = blobs(k=4, d=12, seed=1)
     noise = np.random.default_rng(3).normal(size=(len(descriptors), 32)).astype(np.float32)
-    weight, scores = choose_descriptor_weight(noise, descriptors, 4, [0, 1, 4], **OPTIONS)
-    assert weight > 0 and scores[0.0] < 0.7 and max(scores.values()) > 0.9
+    scores = agreement_by_weight(noise, descriptors, 4, [0, 1, 4], **OPTIONS)
+    assert pick_weight(scores) > 0 and scores[0.0] < 0.7 and max(scores.values()) > 0.9
 
 
 def test_the_features_alone_are_kept_where_the_descriptor_is_noise() -> None:
     """Features in 4 groups, descriptors of noise: weight 0 (the paper) is chosen, and it agrees with itself."""
     features, _ = blobs(k=4, d=32, seed=2)
     noise = np.random.default_rng(4).normal(size=(len(features), 12)).astype(np.float32)
-    weight, scores = choose_descriptor_weight(features, noise, 4, [0, 1, 4], **OPTIONS)
-    assert weight == 0.0 and scores[0.0] > 0.95 and scores[4.0] < scores[0.0]
+    scores = agreement_by_weight(features, noise, 4, [0, 1, 4], **OPTIONS)
+    assert pick_weight(scores) == 0.0 and scores[0.0] > 0.95 and scores[4.0] < scores[0.0]
 
 
 def test_the_choice_rests_on_a_decaying_mean_so_a_single_noisy_measurement_does_not_switch_it() -> None:
