@@ -17,7 +17,7 @@ from callbacks.averaged_weights import averaged_weights, restart_average
 from clustering.alignment import align_to, truth_scores
 from clustering.backends import cluster
 from clustering.descriptors import texture_descriptor
-from clustering.health import clustering_warnings
+from clustering.health import clustering_warnings, looks_merged
 from clustering.stability import agreement_by_weight, mean_agreement, pick_weight
 from workflow.gathering import gather_unique
 from workflow.run_warnings import add_warning
@@ -93,6 +93,11 @@ class PseudoLabelReassigner(L.Callback):
             (:func:`clustering.stability.mean_agreement`; 0, the default: this reassignment's measurement alone;
             1: a plain mean). 0.7 steadies the choice but lost to 0 on NEU's validation images
             (``benchmarks/results/probes/selection_cluster_neu_cpu_agreement.json``).
+        refuse_merges: with ``align_to_previous``, a new k-means partition that looks like a merge of the current
+            pseudo-labels (:func:`clustering.health.looks_merged`: a sharp change that grows the largest cluster
+            1.5 times) is refused once: the pseudo-labels stay as they are and it casts no vote. The same merge
+            proposed again at the next reassignment is accepted, so a partition the features keep finding is not
+            held off for good (not in the paper; reads no label).
     """
 
     def __init__(self, num_clusters: int, every_n_steps: int = 100, backend: str = "faiss", pca_dim: int | None = 64,
@@ -102,13 +107,17 @@ class PseudoLabelReassigner(L.Callback):
                  features_from_average: bool = True, label_momentum: float = 0.0, descriptor: str | None = None,
                  descriptor_weight: float | str = 1.0,
                  descriptor_weights: Sequence[float] = (0.0, 1.0, 2.0, 4.0, 8.0),
-                 agreement_decay: float = 0.0) -> None:
+                 agreement_decay: float = 0.0, refuse_merges: bool = False) -> None:
         if not 0.0 <= agreement_decay <= 1.0:
             raise ValueError(f"agreement_decay lies in [0, 1], got {agreement_decay}")
         if not 0.0 < freeze_after <= 1.0:
             raise ValueError(f"freeze_after is a fraction of max_steps in (0, 1], got {freeze_after}")
         if not 0.0 <= label_momentum < 1.0 or (label_momentum and not align_to_previous):
             raise ValueError(f"label_momentum must lie in [0, 1) and needs align_to_previous, got {label_momentum}")
+        if refuse_merges and not align_to_previous:
+            raise ValueError("refuse_merges needs align_to_previous (the labels it keeps belong to the kept head)")
+        self.refuse_merges = refuse_merges
+        self._refusal: dict = {}  # the proposal refused at this reassignment, if any
         self.label_momentum = label_momentum
         self.descriptor = texture_descriptor(descriptor) if descriptor else None
         if isinstance(descriptor_weight, str) and descriptor_weight != "auto":
@@ -206,9 +215,22 @@ class PseudoLabelReassigner(L.Callback):
             assignment = torch.from_numpy(labels)
             if align:
                 assignment = align_to(assignment, self.previous, self.num_clusters)
-            if self.label_momentum:
+            self._refusal = self._refused(assignment) if align and self.refuse_merges else {}
+            if self._refusal:
+                assignment = self.previous.clone()
+            elif self.label_momentum:
                 assignment = self.vote(assignment)
         return trainer.strategy.broadcast(assignment, src=0)
+
+    def _refused(self, proposal: torch.Tensor) -> dict:
+        """What is recorded of ``proposal`` if it is refused (see ``refuse_merges``), ``{}`` if it is accepted: it
+        looks like a merge of the current pseudo-labels and the previous reassignment refused none."""
+        if self.history and "refused_sizes" in self.history[-1]:
+            return {}
+        sizes = np.bincount(proposal.numpy(), minlength=self.num_clusters).tolist()
+        current = np.bincount(self.previous.numpy(), minlength=self.num_clusters).tolist()
+        nmi = float(normalized_mutual_info_score(proposal, self.previous))
+        return {"refused_sizes": sizes, "refused_nmi_to_previous": nmi} if looks_merged(current, sizes, nmi) else {}
 
     def _choose_weight(self, points: np.ndarray, descriptors: np.ndarray) -> float:
         """The ``"auto"`` descriptor weight for this reassignment (:mod:`clustering.stability`): this
@@ -226,7 +248,7 @@ class PseudoLabelReassigner(L.Callback):
         :attr:`history`, the loggers and one log line."""
         sizes = np.bincount(assignment.numpy(), minlength=self.num_clusters)
         record = {"step": trainer.global_step, "sizes": sizes.tolist(), "seconds": seconds,
-                  "averaged_weights": averaged, **self._chosen}
+                  "averaged_weights": averaged, **self._chosen, **self._refusal}
         metrics = {"cluster/min_size": float(sizes.min()), "cluster/max_size": float(sizes.max()),
                    "cluster/seconds": seconds}
         if self._chosen:
@@ -250,6 +272,9 @@ class PseudoLabelReassigner(L.Callback):
             agreement = ", ".join(f"{w}: {s:.3f} (mean {self._chosen['mean_agreement'][w]:.3f})"
                                   for w, s in self._chosen["agreement"].items())
             source += f", descriptor weight {self._chosen['descriptor_weight']:g} (self-agreement {agreement})"
+        if self._refusal:
+            source += (f"; refused a partition that looks merged (sizes {self._refusal['refused_sizes']}, NMI to the "
+                       f"current {self._refusal['refused_nmi_to_previous']:.3f}): the pseudo-labels kept")
         rank_zero_info(f"pseudo-labels reassigned at step {trainer.global_step}: sizes {sizes.tolist()} "
                        f"({seconds:.1f} s{truth}{source})")
 
@@ -259,9 +284,12 @@ class PseudoLabelReassigner(L.Callback):
         for message in clustering_warnings(self.history, self.num_clusters):
             add_warning(pl_module, message)
         chosen = [r["descriptor_weight"] for r in self.history if "descriptor_weight" in r]
-        if chosen:  # the label-free choices, for the fold's metrics
-            pl_module.training_summary = {"descriptor_weight_last": chosen[-1],
-                                          "descriptor_weight_mean": float(np.mean(chosen))}
+        summary = ({"descriptor_weight_last": chosen[-1], "descriptor_weight_mean": float(np.mean(chosen))}
+                   if chosen else {})  # the label-free choices, for the fold's metrics
+        if self.refuse_merges:
+            summary["merges_refused"] = sum("refused_sizes" in r for r in self.history)
+        if summary:
+            pl_module.training_summary = summary
 
     def vote(self, assignment: torch.Tensor) -> torch.Tensor:
         """The most voted cluster of each image once ``assignment`` has voted (see ``label_momentum``)."""

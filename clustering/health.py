@@ -25,6 +25,14 @@ SHARP_NMI = 0.9
 MERGE_GROWTH = 1.5
 
 
+def looks_merged(before_sizes: Sequence[int], after_sizes: Sequence[int], nmi_to_before: float) -> bool:
+    """Whether a partition with ``after_sizes`` looks like a merge of the one with ``before_sizes``: it changed sharply
+    (NMI between them below :data:`SHARP_NMI`) and its largest cluster is at least :data:`MERGE_GROWTH` times the
+    earlier largest."""
+    return (nmi_to_before < SHARP_NMI and len(before_sizes) > 0 and len(after_sizes) > 0
+            and max(after_sizes) >= MERGE_GROWTH * max(before_sizes))
+
+
 def empty_cluster_warning(history: Sequence[dict], num_clusters: int) -> str | None:
     """A message where a reassignment left clusters empty (``history``: the callback's records with ``sizes``)."""
     empty = [(r["step"], sum(1 for n in r["sizes"] if n == 0)) for r in history if min(r["sizes"], default=0) == 0]
@@ -50,8 +58,7 @@ def merged_clusters_warning(history: Sequence[dict]) -> str | None:
     """A message where a reassignment changed the partition sharply (NMI to the previous < :data:`SHARP_NMI`) while
     its largest cluster grew to at least :data:`MERGE_GROWTH` times the previous largest (the last such step)."""
     merges = [(before, after) for before, after in pairwise(history)
-              if after.get("nmi_to_previous", 1.0) < SHARP_NMI and after["sizes"] and before["sizes"]
-              and max(after["sizes"]) >= MERGE_GROWTH * max(before["sizes"])]
+              if looks_merged(before["sizes"], after["sizes"], after.get("nmi_to_previous", 1.0))]
     if not merges:
         return None
     before, after = merges[-1]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -159,3 +161,42 @@ def test_votes_let_a_label_given_twice_outlast_one_contrary_reassignment() -> No
     assert set(callback.state_dict()) >= {"votes"}
     with pytest.raises(ValueError, match="align_to_previous"):
         PseudoLabelReassigner(num_clusters=3, label_momentum=0.7)
+
+
+def test_a_partition_that_merges_the_pseudo_labels_is_refused_once_then_accepted(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``refuse_merges``: a k-means partition that joins two current clusters (a sharp change that grows the largest
+    1.5 times) leaves the pseudo-labels and the votes as they are; proposed again at the next reassignment, it wins."""
+    import callbacks.pseudo_labels as module
+
+    balanced = torch.arange(4).repeat_interleave(10)  # 4 clusters of 10
+    merged = balanced.clone()
+    merged[balanced == 1] = 0  # clusters 0 and 1 joined (20 images) ...
+    merged[(balanced == 2) & (torch.arange(40) % 2 == 0)] = 1  # ... and cluster 2 split in two (NMI 0.8)
+    proposals = iter([balanced, merged, merged, balanced])
+    monkeypatch.setattr(module, "cluster", lambda *args, **kwargs: next(proposals).numpy())
+    trainer = SimpleNamespace(is_global_zero=True, strategy=SimpleNamespace(broadcast=lambda x, src: x),
+                              global_step=0, loggers=[], datamodule=None)
+    callback = PseudoLabelReassigner(num_clusters=4, align_to_previous=True, label_momentum=0.7, refuse_merges=True,
+                                     score_against_truth=False, progress=False)
+
+    def reassign() -> torch.Tensor:
+        align = callback.previous is not None
+        assignment = callback._cluster(trainer, torch.zeros(40, 2), 40, {}, align)
+        callback._record(trainer, assignment, 0.0, False)
+        trainer.global_step += 50
+        return assignment
+
+    assert torch.equal(reassign(), balanced)
+    votes = callback.votes.clone()
+    assert torch.equal(reassign(), balanced)  # refused: pseudo-labels and votes kept
+    assert torch.equal(callback.votes, votes)
+    refused = callback.history[-1]
+    assert refused["sizes"] == [10] * 4 and max(refused["refused_sizes"]) == 20
+    assert refused["refused_nmi_to_previous"] < 0.9
+    # the same merge again: accepted (its one vote beats 0.7; the halves of cluster 2 are named by alignment)
+    assert sorted(torch.bincount(reassign()).tolist()) == [5, 5, 10, 20]
+    assert "refused_sizes" not in callback.history[-1]
+    assert torch.bincount(reassign()).tolist() == [10] * 4  # undoing it is never refused
+    with pytest.raises(ValueError, match="align_to_previous"):
+        PseudoLabelReassigner(num_clusters=3, refuse_merges=True)
