@@ -7,9 +7,11 @@
 Each candidate is a ``benchmarks/run.py`` result of a run with ``data.val_fraction`` (the held-out part of the
 training folds). The rule, fixed before the candidates ran: the highest validation headline (mean over the
 candidate's folds, at the last validation: AP for the detection methods, ACC for clustering), ties (within ``--tie``)
-broken by the lower validation log loss (detection) or the higher validation NMI (clustering). No test figure is
-read. The record, ``benchmarks/results/probes/selection_<name>.json``, lists each candidate's validation figures and the
-overrides that set it apart; the pick is then run on every fold with ``--selection validation``.
+broken by the lower validation log loss (detection) or the higher validation NMI (clustering); with ``--prefer NAME``
+a tie goes to that candidate instead (a rule written before the runs that keeps a change unless it costs more than
+the tie, e.g. a safeguard the validation images may never exercise). No test figure is read. The record,
+``benchmarks/results/probes/selection_<name>.json``, lists each candidate's validation figures and the overrides that
+set it apart; the pick is then run on every fold with ``--selection validation``.
 """
 
 from __future__ import annotations
@@ -66,21 +68,25 @@ def headline(figures: Sequence[dict[str, float]]) -> str:
     raise ValueError(f"the candidates share no validation headline ({', '.join(TIE_BREAKS)}): {figures}")
 
 
-def pick(figures: Sequence[dict[str, float]], tie: float = TIE) -> int:
+def pick(figures: Sequence[dict[str, float]], tie: float = TIE, prefer: int | None = None) -> int:
     """The index of the chosen candidate: the highest :func:`headline` figure; among those within ``tie`` of it,
-    the best tie-break figure (then the first listed)."""
+    ``prefer`` if it is one of them, else the best tie-break figure (then the first listed)."""
     name = headline(figures)
     tie_break, lower = TIE_BREAKS[name]
     best = max(f[name] for f in figures)
     tied = [i for i, f in enumerate(figures) if f[name] >= best - tie]
+    if prefer in tied:
+        return prefer
     return min(tied, key=lambda i: figures[i][tie_break] if lower else -figures[i][tie_break])
 
 
-def rule(figures: Sequence[dict[str, float]], tie: float = TIE) -> str:
+def rule(figures: Sequence[dict[str, float]], tie: float = TIE, prefer: str | None = None) -> str:
     name = headline(figures)
     tie_break, lower = TIE_BREAKS[name]
-    return RULE.format(headline=name.upper(), tie=tie, direction="lower" if lower else "higher",
+    text = RULE.format(headline=name.upper(), tie=tie, direction="lower" if lower else "higher",
                        tie_break=tie_break.replace("_", " "))
+    return text if prefer is None else text.replace("; ties within", f"; ties within {tie} go to {prefer}, other ties"
+                                                    " within", 1)
 
 
 def distinguishing_overrides(commands: Sequence[str]) -> list[list[str]]:
@@ -95,19 +101,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("name", help="what is being chosen (the record is selection_<name>.json)")
     parser.add_argument("candidates", nargs="+", type=Path, help="benchmarks/run.py result JSONs")
     parser.add_argument("--tie", type=float, default=TIE, help="validation headlines this close count as tied")
+    parser.add_argument("--prefer", help="the candidate (its result name) that wins ties, fixed before the runs")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "probes")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     results = [json.loads(p.read_text()) for p in args.candidates]
     figures = [validation_figures(r) for r in results]
-    chosen = pick(figures, args.tie)
+    names = [r["name"] for r in results]
+    if args.prefer is not None and args.prefer not in names:
+        raise SystemExit(f"--prefer {args.prefer}: not among the candidates {names}")
+    chosen = pick(figures, args.tie, names.index(args.prefer) if args.prefer else None)
     apart = distinguishing_overrides([r["command"] for r in results])
     command = " ".join(["python benchmarks/select_on_validation.py", args.name, *map(str, args.candidates)]
-                       + ([f"--tie {args.tie}"] if args.tie != TIE else []))
+                       + ([f"--tie {args.tie}"] if args.tie != TIE else [])
+                       + ([f"--prefer {args.prefer}"] if args.prefer else []))
     record = write_result(
         args.out, f"selection_{args.name}", command, git_commit(ROOT), time.perf_counter() - start,
         {"pick_validation": figures[chosen]}, selection="validation",
-        method=sorted({r.get("method", "unknown") for r in results}), rule=rule(figures, args.tie),
+        method=sorted({r.get("method", "unknown") for r in results}), rule=rule(figures, args.tie, args.prefer),
         candidates=[{"name": r["name"], "overrides": o, "commit": r.get("commit"), "device": r.get("device"),
                      "validation": f} for r, o, f in zip(results, apart, figures, strict=True)],
         pick=results[chosen]["name"], pick_overrides=apart[chosen])

@@ -25,6 +25,10 @@ def test_highest_validation_ap_wins_and_log_loss_breaks_ties() -> None:
 def test_clustering_candidates_are_ranked_by_validation_acc_then_nmi() -> None:
     assert pick([{"acc": 0.8, "nmi": 0.9}, {"acc": 0.9, "nmi": 0.1}]) == 1
     assert pick([{"acc": 0.9, "nmi": 0.5}, {"acc": 0.9, "nmi": 0.7}, {"acc": 0.89, "nmi": 0.99}]) == 1
+    # a preferred candidate wins a tie (within --tie), not a clear loss
+    figures = [{"acc": 0.9194, "nmi": 0.85}, {"acc": 0.9181, "nmi": 0.84}]
+    assert pick(figures, tie=0.01) == 0 and pick(figures, tie=0.01, prefer=1) == 1
+    assert pick(figures, tie=0.001, prefer=1) == 0
     folds = [{"fold": 0, "acc": 0.1, "val_acc": 0.8, "val_nmi": 0.6, "val_step": 300},
              {"fold": 1, "acc": 0.2, "val_acc": 0.9, "val_nmi": 0.8, "val_step": 300}]
     assert validation_figures({"metrics": {"folds": folds}}) == pytest.approx({"acc": 0.85, "nmi": 0.7})
