@@ -54,33 +54,25 @@ def dft_tables(width: int, taps: int, out: int, device: torch.device) -> tuple[t
     return forward.float(), kernel.float(), inverse.float()
 
 
-def row_windows(x: torch.Tensor, table: torch.Tensor, kh: int) -> torch.Tensor:
-    """The rows of ``x`` (n, c_in, h, w) transformed by ``table`` (w, freqs: the real or the imaginary part), per
-    frequency the windows of ``kh`` rows: (freqs, n * (h - kh + 1), c_in * kh), in (c, a) order. One ``unfold``, whose
-    backward is one kernel (slices and a stack filled a zero tensor per window, a third of the layer's time)."""
-    n, c_in, h, _ = x.shape
-    part = torch.matmul(x, table).permute(3, 0, 2, 1)  # (freqs, n, h, c_in)
-    return part.unfold(2, kh, 1).reshape(table.shape[1], n * (h - kh + 1), c_in * kh)  # (freqs, n, out_h, c_in, kh)
-
-
 def fourier_row_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """``F.conv2d(x, weight, bias)`` (stride 1, no padding or dilation, one group), Fourier along the rows."""
     n, c_in, h, w = x.shape
     c_out, _, kh, kw = weight.shape
     out_h, out_w = h - kh + 1, w - kw + 1
     freqs = w // 2 + 1
-    k = c_in * kh
+    k, m = c_in * kh, n * out_h
     forward, kernel, inverse = dft_tables(w, kw, out_w, x.device)
     # the kernel rows as (b, (c, a), o): a 2-D transpose, then whole rows of c_out moved (cheaper than one permute)
     taps = weight.reshape(c_out, -1).t().contiguous().view(k, kw, c_out).transpose(0, 1).reshape(kw, k * c_out)
     k_re = torch.matmul(kernel[:freqs], taps).view(freqs, k, c_out)
     k_im = torch.matmul(kernel[freqs:], taps).view(freqs, k, c_out)
-
-    x_re, x_im = row_windows(x, forward[:, :freqs], kh), row_windows(x, forward[:, freqs:], kh)
-    # X * conj(K), real and imaginary parts: four real products per frequency, on separate operands (no slicing)
-    y_re = (torch.matmul(x_re, k_re) - torch.matmul(x_im, k_im)).reshape(freqs, -1)
-    y_im = (torch.matmul(x_re, k_im) + torch.matmul(x_im, k_re)).reshape(freqs, -1)
-    out = torch.matmul(inverse[:freqs].t(), y_re) + torch.matmul(inverse[freqs:].t(), y_im)  # (out_w, n out_h c_out)
+    # per frequency, the windows of k_h rows: real parts of all windows stacked over imaginary parts, (c, a) order
+    parts = torch.matmul(x, forward).view(n, c_in, h, 2, freqs).permute(4, 3, 0, 2, 1)  # (freqs, 2, n, h, c_in)
+    windows = torch.stack([parts[:, :, :, a:a + out_h] for a in range(kh)], dim=-1).reshape(freqs, 2 * m, k)
+    re, im = torch.matmul(windows, k_re), torch.matmul(windows, k_im)  # (freqs, 2m, c_out) each
+    y_re = (re[:, :m] - im[:, m:]).reshape(freqs, m * c_out)  # X * conj(K), real part
+    y_im = (im[:, :m] + re[:, m:]).reshape(freqs, m * c_out)
+    out = torch.matmul(inverse[:freqs].t(), y_re) + torch.matmul(inverse[freqs:].t(), y_im)  # (out_w, m * c_out)
     out = out.view(out_w, n, out_h, c_out).permute(1, 3, 2, 0)
     if bias is not None:
         out = out + bias.view(1, -1, 1, 1)
