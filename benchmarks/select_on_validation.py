@@ -35,8 +35,8 @@ from workflow.run_info import git_commit, write_result  # noqa: E402
 TIE = 1e-6
 #: each method's validation headline (maximised), in order of precedence: (its tie-break, whether lower is better)
 TIE_BREAKS = {"ap": ("log_loss", True), "acc": ("nmi", False)}
-RULE = ("highest validation {headline} (mean over the candidate's folds, last validation); ties within {tie} broken "
-        "by the {direction} validation {tie_break}; no test figure read")
+RULE = ("highest validation {headline} (mean over the candidate's folds, last validation); {preferred}ties within "
+        "{tie} broken by the {direction} validation {tie_break}; no test figure read")
 
 
 def validation_figures(result: dict[str, Any]) -> dict[str, float]:
@@ -83,10 +83,9 @@ def pick(figures: Sequence[dict[str, float]], tie: float = TIE, prefer: int | No
 def rule(figures: Sequence[dict[str, float]], tie: float = TIE, prefer: str | None = None) -> str:
     name = headline(figures)
     tie_break, lower = TIE_BREAKS[name]
-    text = RULE.format(headline=name.upper(), tie=tie, direction="lower" if lower else "higher",
+    preferred = "" if prefer is None else f"ties within {tie} go to {prefer}, other "
+    return RULE.format(headline=name.upper(), preferred=preferred, tie=tie, direction="lower" if lower else "higher",
                        tie_break=tie_break.replace("_", " "))
-    return text if prefer is None else text.replace("; ties within", f"; ties within {tie} go to {prefer}, other ties"
-                                                    " within", 1)
 
 
 def distinguishing_overrides(commands: Sequence[str]) -> list[list[str]]:
