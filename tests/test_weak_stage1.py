@@ -6,11 +6,14 @@ import math
 from contextlib import nullcontext
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
 
+from lightning_modules.weak.dark_restart import DarkRestart
 from lightning_modules.weak.losses import collaborative_alpha, warmed_up_alpha, weak_loss
+from lightning_modules.weak.stages import StagePlan
 from tests.test_kolektor_datamodule import make_dm
 from tests.test_stages import forced_heatmap_module, tiny_module, tiny_trainer
 from workflow.gathering import FoldResultWriter, load_fold_result
@@ -81,3 +84,75 @@ def test_stage1_q_goes_into_the_fold_result_and_a_dark_stage_into_its_warnings(k
     else:
         assert saved["warnings"] == []
 
+
+
+class NetStates(L.Callback):
+    """The network's state (weights and batch-norm statistics) before the given global steps."""
+
+    def __init__(self, steps: set[int]) -> None:
+        self.steps, self.states = steps, {}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # noqa: ANN001
+        if trainer.global_step in self.steps:
+            self.states[trainer.global_step] = {k: v.clone() for k, v in pl_module.net.state_dict().items()}
+
+
+def restart_module(bias: float, restarts: int) -> torch.nn.Module:
+    """forced_heatmap_module's dark (or lit) heat map, its stage 1 at lr 0.5 (4 steps) so that a rerun's rate shows."""
+    model = forced_heatmap_module(bias, stage1_iterations=4)
+    stages = [dict(model.hparams.stages[0], lr=0.5, lr_drops={2: 0.2}), model.hparams.stages[1]]
+    rebuilt = tiny_module(stages=stages, dark_restarts=restarts)
+    rebuilt.net.load_state_dict(model.net.state_dict())
+    return rebuilt
+
+
+def test_a_dark_stage_1_is_run_again_from_its_starting_weights_at_a_tenth_of_its_rates(kolektor_root: Path,
+                                                                                      tmp_path: Path) -> None:
+    model = restart_module(-30.0, restarts=1)
+    states = NetStates({0, 4, 8})
+    trainer = tiny_trainer(tmp_path, [FoldResultWriter(), states], max_steps=model.max_steps)
+    with pytest.warns(UserWarning, match="dark"):
+        trainer.fit(model, datamodule=make_dm(kolektor_root, image_size=(64, 24)))
+    # the rerun is inserted after stage 1 and the trainer's budget grew by its length
+    assert [s.name for s in model.plan.active] == ["localization", "localization_retry", "decision"]
+    assert trainer.global_step == 4 + 4 + 1
+    assert [model.plan.lr_at(s) for s in (0, 2, 4, 6, 8)] == pytest.approx([0.5, 0.2, 0.05, 0.02, 0.0])
+    # it starts from the weights and batch-norm statistics stage 1 started from (they had moved by step 4's end)
+    start, rerun = states.states[0], states.states[4]
+    assert all(torch.equal(start[k], rerun[k]) for k in start)
+    assert any(not torch.equal(start[k], states.states[8][k]) for k in start if "running_mean" in k)
+    trainer.test(model, datamodule=make_dm(kolektor_root, image_size=(64, 24)), verbose=False)
+    warnings_ = load_fold_result(tmp_path)["warnings"]
+    assert len(warnings_) == 2 and "run again" in warnings_[0] and "'localization_retry'" in warnings_[1]
+    assert model.fold_result["metrics"]["stage1_restarts"] == 1.0
+
+
+def test_a_lit_stage_1_or_restarts_0_leave_the_plan_alone(kolektor_root: Path, tmp_path: Path) -> None:
+    for bias, restarts in ((0.0, 1), (-30.0, 0)):
+        model = restart_module(bias, restarts)
+        trainer = tiny_trainer(tmp_path / f"{bias}_{restarts}", [], max_steps=model.max_steps)
+        with pytest.warns(UserWarning, match="dark") if bias < 0 else nullcontext():
+            trainer.fit(model, datamodule=make_dm(kolektor_root, image_size=(64, 24)))
+        assert trainer.global_step == 5 and len(model.plan.active) == 2
+        assert model.extra_fold_metrics()["stage1_restarts"] == 0.0
+
+
+def test_a_checkpoint_after_a_rerun_rebuilds_the_plan_with_it() -> None:
+    model = restart_module(-30.0, restarts=2)
+    model.on_load_checkpoint({"dark_restart": {"done": 2, "start_state": None}})
+    assert [s.name for s in model.plan.active] == ["localization", "localization_retry", "localization_retry_retry",
+                                                   "decision"]
+    assert model.max_steps == 4 * 3 + 1 and model._stage1_index == 2
+    assert model.plan.lr_at(8) == pytest.approx(0.5 * 0.01)
+
+
+def test_with_retry_copies_a_stage_after_itself_at_scaled_rates() -> None:
+    plan = StagePlan([{"name": "a", "iterations": 3, "lr": 0.1, "lr_drops": {2: 0.01}, "train": ["trunk"],
+                       "losses": ["weak"]},
+                      {"name": "b", "iterations": 2, "lr": 0.3, "train": ["dnet"], "losses": ["bce"]}])
+    retried = plan.with_retry(0, 0.5)
+    assert [s.name for s in retried.active] == ["a", "a_retry", "b"] and retried.total == 8
+    assert [retried.lr_at(s) for s in range(8)] == pytest.approx([0.1, 0.1, 0.01, 0.05, 0.05, 0.005, 0.3, 0.3])
+    assert plan.total == 5  # the original plan is unchanged
+    with pytest.raises(ValueError, match="dark_restart_lr_factor"):
+        DarkRestart(1, 0.0)

@@ -73,6 +73,7 @@ class ProgressLog(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch,
                            batch_idx: int) -> None:
         step = trainer.global_step
+        self.total = total_steps(trainer)  # a weak stage 1 rerun (model.dark_restarts) lengthens the fit
         if not trainer.is_global_zero or not self.every or not (step % self.every == 0 or step == self.total):
             return
         log.info("%s%s", self.prefix, self.line(step, stage_name(pl_module, step - 1)))

@@ -12,6 +12,7 @@ from lightning_modules.augmentation import augment, augmentation_at
 from lightning_modules.detection import ImageDetectionModule
 from lightning_modules.exporters import ExportTarget
 from lightning_modules.method import from_config, register_method
+from lightning_modules.weak.dark_restart import DarkRestart
 from lightning_modules.weak.export import OUTPUT_NAMES, WeakInference, min_dynamic_side
 from lightning_modules.weak.losses import collaborative_alpha, warmed_up_alpha, weak_loss
 from lightning_modules.weak.networks import WeakDefectNet
@@ -66,6 +67,10 @@ class WeakDetectionModule(ImageDetectionModule):
             iterations, alpha ramps linearly from ``alpha_warmup_start`` to Eq. 6's value, so that LNet does not go
             dark before it learns which images to light (:func:`~lightning_modules.weak.losses.warmed_up_alpha`);
             0 = the paper.
+        dark_restarts, dark_restart_lr_factor: not in the paper: a first weak stage (stage 1) whose last tenth
+            ends dark (mean Q on the defective training images < 0.05) is run again from the weights it started
+            from at ``dark_restart_lr_factor`` times its rates, up to ``dark_restarts`` times
+            (:mod:`lightning_modules.weak.dark_restart`); 0 = never (the paper).
         rotate: random rotation by 0/90/180/270 degrees per batch (the paper's ablation).
         flip: random horizontal and vertical flips per batch (not in the paper).
         cache_frozen: while trunk and LNet are frozen, compute their outputs once per training image (and
@@ -99,6 +104,8 @@ class WeakDetectionModule(ImageDetectionModule):
         training_plan: BalancedPairs | Mapping | None = None,
         alpha_warmup: float = 0.0,
         alpha_warmup_start: float = 1.0,
+        dark_restarts: int = 0,
+        dark_restart_lr_factor: float = 0.1,
     ) -> None:
         super().__init__()
         self.save_config_hyperparameters()
@@ -112,6 +119,10 @@ class WeakDetectionModule(ImageDetectionModule):
         # Q over the current weak stage's last tenth; stage 1's summary (stage1_q_defective/clean in the result)
         self._q_watch = QWatch()
         self.stage1_q: dict[str, float] = {}
+        self._base_plan = self.plan
+        self._stage1_index = next((i for i, s in enumerate(self.plan.active) if "weak" in s.losses), None)
+        self._dark_restart = DarkRestart(dark_restarts, dark_restart_lr_factor)
+        self._restart_pending = False
         self.fold_result: dict[str, Any] = {}
         self._reset_test_metrics()
 
@@ -148,37 +159,62 @@ class WeakDetectionModule(ImageDetectionModule):
             return warmed_up_alpha(alpha, local_step, warmup, self.hparams.alpha_warmup_start)
         return self.hparams.alpha_init
 
-    def _watch_heatmap(self, heatmap: torch.Tensor, labels: torch.Tensor, stage: Stage, local: int) -> dict:
+    def _watch_heatmap(self, heatmap: torch.Tensor, labels: torch.Tensor, stage: Stage, stage_index: int,
+                       local: int) -> dict:
         """Q (the mean heat map, Eq. 3-4) of the batch's defective and defect-free images, for the logs; at the
         end of a weak-loss stage, its last tenth's mean Q (stage 1's goes into the fold's result as
-        ``stage1_q_defective``/``stage1_q_clean``) and a warning where LNet has gone dark on the defective images
-        (:mod:`lightning_modules.weak.q_watch`; seen on real KolektorSDD: test AP 0.27)."""
+        ``stage1_q_defective``/``stage1_q_clean``, averaged over the ranks) and, where LNet has gone dark on the
+        defective images (:mod:`lightning_modules.weak.q_watch`; seen on real KolektorSDD: test AP 0.27), a rerun of
+        stage 1 (:mod:`lightning_modules.weak.dark_restart`) or a warning."""
         logs = self._q_watch.update(heatmap.detach().flatten(1).mean(dim=1), labels, local, stage.iterations)
-        if local == stage.iterations - 1:
-            summary = self._q_watch.summary()
-            if stage is self._first_weak_stage():
-                self.stage1_q = summary
-            if QWatch.is_dark(summary):
-                add_warning(self, f"stage {stage.name!r} ended with LNet's heat map dark on the defective training "
-                            f"images (mean Q {summary['q_defective']:.4f} over its last {summary['steps']} steps; "
-                            "the weak loss wants 0.5): the weak loss fell into its trivial minimum and the decision "
-                            "net will learn little. Try another seed.")
+        if local != stage.iterations - 1:
+            return logs
+        summary = self._q_watch.summary()
+        if stage_index == self._stage1_index:
+            for key in ("q_defective", "q_clean"):  # one decision on every rank
+                value = torch.tensor(summary[key], device=self.device)
+                summary[key] = float(self.trainer.strategy.reduce(value, reduce_op="mean"))
+            self.stage1_q = summary
+        dark = QWatch.is_dark(summary)
+        if stage_index == self._stage1_index and self._dark_restart.wanted(dark):
+            self._restart_pending = True  # done after this step's optimizer update (on_train_batch_end)
+            add_warning(self, f"stage {stage.name!r} ended with LNet's heat map dark on the defective training "
+                        f"images (mean Q {summary['q_defective']:.4f} over its last {summary['steps']} steps; the "
+                        "weak loss wants 0.5): it is run again from its starting weights at "
+                        f"{self._dark_restart.lr_factor:g}x its learning rates (model.dark_restarts)")
+        elif dark:
+            add_warning(self, f"stage {stage.name!r} ended with LNet's heat map dark on the defective training "
+                        f"images (mean Q {summary['q_defective']:.4f} over its last {summary['steps']} steps; "
+                        "the weak loss wants 0.5): the weak loss fell into its trivial minimum and the decision "
+                        "net will learn little. Try another seed, or model.dark_restarts (reruns at a lower rate).")
         return logs
 
-    def _first_weak_stage(self) -> Stage | None:
-        return next((s for s in self.plan.active if "weak" in s.losses), None)
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self._restart_pending:
+            self._restart_pending = False
+            self.plan = self._dark_restart.restart(self, self.plan, self._stage1_index)
+            self._stage1_index += 1
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         super().on_save_checkpoint(checkpoint)
         checkpoint["stage1_q"] = dict(self.stage1_q)
+        checkpoint["dark_restart"] = self._dark_restart.state()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.stage1_q = dict(checkpoint.get("stage1_q") or {})
+        self._dark_restart.load_state(checkpoint.get("dark_restart"))
+        if self._stage1_index is not None and self._dark_restart.done:
+            first = next(i for i, s in enumerate(self._base_plan.active) if "weak" in s.losses)
+            self.plan = self._dark_restart.replay(self._base_plan, first)
+            self._stage1_index = first + self._dark_restart.done
+            if self._trainer is not None:  # resuming a fit: its step budget includes the reruns
+                self._trainer.fit_loop.epoch_loop.max_steps = self.plan.total
 
     def extra_fold_metrics(self) -> dict[str, float]:
         """Stage 1's mean Q on the defective and defect-free training images over its last tenth."""
         return {"stage1_q_defective": self.stage1_q.get("q_defective", float("nan")),
-                "stage1_q_clean": self.stage1_q.get("q_clean", float("nan"))}
+                "stage1_q_clean": self.stage1_q.get("q_clean", float("nan")),
+                "stage1_restarts": float(self._dark_restart.done)}
 
     def _localize(self, x: torch.Tensor, indices: torch.Tensor, k: tuple, frozen: bool,
                   stage_index: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -211,6 +247,8 @@ class WeakDetectionModule(ImageDetectionModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         step = self.global_step
         stage_index, stage, local = self.plan.locate(step)
+        if stage_index == self._stage1_index and local == 0:
+            self._dark_restart.remember(self.net)  # stage 1's starting weights, for a rerun if it ends dark
         self._apply_stage(stage.train)
         k = augmentation_at(step, self.hparams.rotate, self.hparams.flip)
         x = augment(batch["image"], *k)
@@ -224,7 +262,7 @@ class WeakDetectionModule(ImageDetectionModule):
             lw = weak_loss(heatmap, labels, alpha)
             loss = loss + lw
             logs.update({"alpha": alpha, "loss_weak": lw.detach()})
-            logs.update(self._watch_heatmap(heatmap, labels, stage, local))
+            logs.update(self._watch_heatmap(heatmap, labels, stage, stage_index, local))
         if "bce" in stage.losses:
             if "dnet" not in stage.train:
                 features = features.detach()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 PARTS = ("trunk", "lnet", "dnet")
 LOSSES = ("weak", "bce")
@@ -74,6 +74,14 @@ class StagePlan:
     def lr_at(self, step: int) -> float:
         _, stage, local = self.locate(step)
         return stage.lr_at(local)
+
+    def with_retry(self, index: int, lr_factor: float) -> StagePlan:
+        """This plan with active stage ``index`` run once more right after itself, named ``<name>_retry``, its
+        learning rates (``lr`` and ``lr_drops``) times ``lr_factor``; the stages after it move back."""
+        stage = self.active[index]
+        retry = replace(stage, name=f"{stage.name}_retry", lr=stage.lr * lr_factor,
+                        lr_drops={k: v * lr_factor for k, v in stage.lr_drops.items()})
+        return StagePlan([*self.active[: index + 1], retry, *self.active[index + 1 :]])
 
 
 def _stage_from_mapping(m: Mapping) -> Stage:
