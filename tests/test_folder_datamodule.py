@@ -234,3 +234,20 @@ def test_pixel_metrics_are_nan_without_defect_pixels() -> None:
     metric.update(torch.rand(3, 1, 8, 8), torch.zeros(3, 1, 8, 8), torch.arange(3))
     result = metric.compute()
     assert math.isnan(result["pixel_auroc"]) and math.isnan(result["pixel_ap"]) and result["pixel_images"] == 3
+
+
+def test_the_faint_defect_folder_reads_as_a_folder_with_a_mask_on_every_defective_image(tmp_path: Path) -> None:
+    """benchmarks/faint_defects.py (the synthetic folder where the weak stage 1 went dark) writes data=folder's
+    layout: defect-free images under good/, five defect classes, a non-empty mask inside each defective image."""
+    from tests.helpers import load_benchmark
+
+    root = load_benchmark("faint_defects").write_faint_defects(tmp_path / "faint", images=40, seed=1)
+    samples = list_folder_samples(root)
+    defective = [s for s in samples if s.label == 1]
+    assert len(samples) == 40 and 0 < len(defective) < 40
+    assert {s.image.parent.name for s in defective} <= {"blob_dark", "blob_bright", "scratch", "pits", "smudge"}
+    for s in defective:
+        mask = np.asarray(Image.open(s.mask))
+        image = np.asarray(Image.open(s.image))
+        assert mask.shape == image.shape and 0 < (mask > 0).mean() < 0.2
+        assert 100 <= min(image.shape) and max(image.shape) <= 400
