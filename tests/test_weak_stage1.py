@@ -90,11 +90,12 @@ class NetStates(L.Callback):
     """The network's state (weights and batch-norm statistics) before the given global steps."""
 
     def __init__(self, steps: set[int]) -> None:
-        self.steps, self.states = steps, {}
+        self.steps, self.states, self.lrs = steps, {}, {}
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # noqa: ANN001
         if trainer.global_step in self.steps:
             self.states[trainer.global_step] = {k: v.clone() for k, v in pl_module.net.state_dict().items()}
+            self.lrs[trainer.global_step] = trainer.optimizers[0].param_groups[0]["lr"]
 
 
 def restart_module(bias: float, restarts: int) -> torch.nn.Module:
@@ -121,6 +122,7 @@ def test_a_dark_stage_1_is_run_again_from_its_starting_weights_at_a_tenth_of_its
     start, rerun = states.states[0], states.states[4]
     assert all(torch.equal(start[k], rerun[k]) for k in start)
     assert any(not torch.equal(start[k], states.states[8][k]) for k in start if "running_mean" in k)
+    assert (states.lrs[0], states.lrs[4]) == pytest.approx((0.5, 0.05))
     trainer.test(model, datamodule=make_dm(kolektor_root, image_size=(64, 24)), verbose=False)
     warnings_ = load_fold_result(tmp_path)["warnings"]
     assert len(warnings_) == 2 and "run again" in warnings_[0] and "'localization_retry'" in warnings_[1]
@@ -137,9 +139,37 @@ def test_a_lit_stage_1_or_restarts_0_leave_the_plan_alone(kolektor_root: Path, t
         assert model.extra_fold_metrics()["stage1_restarts"] == 0.0
 
 
+def test_resuming_from_the_checkpoint_of_a_dark_stage_1_still_reruns_it(kolektor_root: Path, tmp_path: Path) -> None:
+    """StageCheckpoint saves stage 1's end before the module's rerun: a fit resumed from that file reruns stage 1
+    from its starting weights (kept in the checkpoint) at the rerun's rate; a lit stage 1's checkpoints drop them."""
+    from callbacks import StageCheckpoint
+
+    model = restart_module(-30.0, restarts=1)
+    start = {k: v.clone() for k, v in model.net.state_dict().items()}
+    first = tiny_trainer(tmp_path / "a", [StageCheckpoint()], max_steps=model.max_steps)
+    with pytest.warns(UserWarning, match="dark"):
+        first.fit(model, datamodule=make_dm(kolektor_root, image_size=(64, 24)))
+    saved = torch.load(tmp_path / "a" / "checkpoints" / "stage1-localization.ckpt", weights_only=True)
+    assert saved["dark_restart"]["pending"] and saved["dark_restart"]["done"] == 0
+    states = NetStates({4})
+    resumed = restart_module(-30.0, restarts=1)
+    second = tiny_trainer(tmp_path / "b", [states], max_steps=resumed.max_steps)
+    with pytest.warns(UserWarning, match="dark"):
+        second.fit(resumed, datamodule=make_dm(kolektor_root, image_size=(64, 24)),
+                   ckpt_path=str(tmp_path / "a" / "checkpoints" / "stage1-localization.ckpt"))
+    assert second.global_step == 9 and resumed.extra_fold_metrics()["stage1_restarts"] == 1.0
+    assert all(torch.equal(start[k], states.states[4][k]) for k in start)
+    assert states.lrs[4] == pytest.approx(0.05)  # the rerun's rate from its first step (not the decision stage's)
+    lit = restart_module(0.0, restarts=1)
+    third = tiny_trainer(tmp_path / "c", [StageCheckpoint()], max_steps=lit.max_steps)
+    third.fit(lit, datamodule=make_dm(kolektor_root, image_size=(64, 24)))
+    assert torch.load(tmp_path / "c" / "checkpoints" / "stage2-decision.ckpt",
+                      weights_only=True)["dark_restart"]["start_state"] is None
+
+
 def test_a_checkpoint_after_a_rerun_rebuilds_the_plan_with_it() -> None:
     model = restart_module(-30.0, restarts=2)
-    model.on_load_checkpoint({"dark_restart": {"done": 2, "start_state": None}})
+    model.on_load_checkpoint({"dark_restart": {"done": 2, "start_state": None, "pending": False}})
     assert [s.name for s in model.plan.active] == ["localization", "localization_retry", "localization_retry_retry",
                                                    "decision"]
     assert model.max_steps == 4 * 3 + 1 and model._stage1_index == 2

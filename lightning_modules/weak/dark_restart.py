@@ -42,8 +42,12 @@ class DarkRestart:
             self.start_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
 
     def wanted(self, dark: bool) -> bool:
-        """Whether the attempt that just ended is to be run again."""
-        return dark and self.done < self.restarts and self.start_state is not None
+        """Whether the attempt that just ended is to be run again; where not, the starting state is dropped (so
+        that later checkpoints do not carry it)."""
+        if dark and self.done < self.restarts and self.start_state is not None:
+            return True
+        self.start_state = None
+        return False
 
     def restart(self, module: L.LightningModule, plan: StagePlan, index: int) -> StagePlan:
         """Restore the network, clear the optimizers' state, lengthen the trainer's budget; the new plan."""
@@ -52,6 +56,9 @@ class DarkRestart:
             optimizer.state.clear()
         new_plan = plan.with_retry(index, self.lr_factor)
         module.trainer.fit_loop.epoch_loop.max_steps = new_plan.total
+        for optimizer in module.trainer.optimizers:  # the scheduler sets the same where it steps after this
+            for group in optimizer.param_groups:
+                group["lr"] = module.lr_scale * new_plan.lr_at(module.trainer.global_step)
         self.done += 1
         if self.done >= self.restarts:
             self.start_state = None  # no further attempt will need it
@@ -63,10 +70,14 @@ class DarkRestart:
             plan = plan.with_retry(index + i, self.lr_factor)
         return plan
 
-    def state(self) -> dict:
-        return {"done": self.done, "start_state": copy.copy(self.start_state)}
+    def state(self, pending: bool) -> dict:
+        """For a checkpoint: the reruns made, the starting state while a rerun may still come, and whether one is
+        due at the next step (``pending``: a checkpoint saved at the end of a dark stage 1, before the rerun)."""
+        return {"done": self.done, "start_state": copy.copy(self.start_state), "pending": pending}
 
-    def load_state(self, state: dict | None) -> None:
+    def load_state(self, state: dict | None) -> bool:
+        """Restore :meth:`state`'s; returns its ``pending``."""
         state = state or {}
         self.done = int(state.get("done", 0))
         self.start_state = state.get("start_state")
+        return bool(state.get("pending", False))

@@ -191,18 +191,25 @@ class WeakDetectionModule(ImageDetectionModule):
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self._restart_pending:
-            self._restart_pending = False
-            self.plan = self._dark_restart.restart(self, self.plan, self._stage1_index)
-            self._stage1_index += 1
+            self._rerun_stage1()
+
+    def on_train_start(self) -> None:
+        if self._restart_pending:  # resumed from a checkpoint saved as a dark stage 1 ended, before its rerun
+            self._rerun_stage1()
+
+    def _rerun_stage1(self) -> None:
+        self._restart_pending = False
+        self.plan = self._dark_restart.restart(self, self.plan, self._stage1_index)
+        self._stage1_index += 1
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         super().on_save_checkpoint(checkpoint)
         checkpoint["stage1_q"] = dict(self.stage1_q)
-        checkpoint["dark_restart"] = self._dark_restart.state()
+        checkpoint["dark_restart"] = self._dark_restart.state(self._restart_pending)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.stage1_q = dict(checkpoint.get("stage1_q") or {})
-        self._dark_restart.load_state(checkpoint.get("dark_restart"))
+        self._restart_pending = self._dark_restart.load_state(checkpoint.get("dark_restart"))
         if self._stage1_index is not None and self._dark_restart.done:
             first = next(i for i, s in enumerate(self._base_plan.active) if "weak" in s.losses)
             self.plan = self._dark_restart.replay(self._base_plan, first)
