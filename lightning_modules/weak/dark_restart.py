@@ -8,9 +8,10 @@ last tenth ends with a mean Q on the defective training images below
 :data:`~lightning_modules.weak.q_watch.DARK_LNET_Q` (the run's own warning), :class:`DarkRestart` restores the
 network (weights and batch-norm statistics) as it was at the stage's first step, clears the optimizer's state, and
 inserts a copy of the stage right after it at ``lr_factor`` times its rates (:meth:`StagePlan.with_retry`); the
-trainer's step budget grows by the stage's length. A stage 1 that ends lit is left alone (KolektorSDD and ELPV
-never ended dark here, so their results are those of the paper's schedule). It reads only the training images'
-image-level labels, the method's own supervision.
+trainer's step budget grows by the stage's length. A stage 1 that ends lit is left alone (no KolektorSDD or ELPV
+fold has ended dark here, so their results are unchanged by it). It reads only the training images' image-level
+labels, the method's own supervision. It catches a dark stage 1 only: on the synthetic folder two folds ended lit
+and still scored at chance (benchmarks/notes/weak_stage1_collapse.md).
 """
 
 from __future__ import annotations
