@@ -53,13 +53,13 @@ class DarkRestart:
     def restart(self, module: L.LightningModule, plan: StagePlan, index: int) -> StagePlan:
         """Restore the network, clear the optimizers' state, lengthen the trainer's budget; the new plan."""
         module.net.load_state_dict(self.start_state)
-        for optimizer in module.trainer.optimizers:
-            optimizer.state.clear()
         new_plan = plan.with_retry(index, self.lr_factor)
         module.trainer.fit_loop.epoch_loop.max_steps = new_plan.total
-        for optimizer in module.trainer.optimizers:  # the scheduler sets the same where it steps after this
+        lr = module.lr_scale * new_plan.lr_at(module.trainer.global_step)  # the scheduler's, where it steps after
+        for optimizer in module.trainer.optimizers:
+            optimizer.state.clear()
             for group in optimizer.param_groups:
-                group["lr"] = module.lr_scale * new_plan.lr_at(module.trainer.global_step)
+                group["lr"] = lr
         self.done += 1
         if self.done >= self.restarts:
             self.start_state = None  # no further attempt will need it

@@ -120,7 +120,8 @@ class WeakDetectionModule(ImageDetectionModule):
         self._q_watch = QWatch()
         self.stage1_q: dict[str, float] = {}
         self._base_plan = self.plan
-        self._stage1_index = next((i for i, s in enumerate(self.plan.active) if "weak" in s.losses), None)
+        # the first weak stage of the configured plan (stage 1); None where no stage has the weak loss
+        self._stage1_first = next((i for i, s in enumerate(self.plan.active) if "weak" in s.losses), None)
         self._dark_restart = DarkRestart(dark_restarts, dark_restart_lr_factor)
         self._restart_pending = False
         self.fold_result: dict[str, Any] = {}
@@ -130,6 +131,11 @@ class WeakDetectionModule(ImageDetectionModule):
     def max_steps(self) -> int:
         """Optimizer steps of the whole plan: the trainer's ``max_steps``."""
         return self.plan.total
+
+    @property
+    def _stage1_index(self) -> int | None:
+        """Stage 1's current attempt in :attr:`plan`: each rerun is inserted right after the attempt before."""
+        return None if self._stage1_first is None else self._stage1_first + self._dark_restart.done
 
     @property
     def lr_scale(self) -> float:
@@ -176,17 +182,15 @@ class WeakDetectionModule(ImageDetectionModule):
                 summary[key] = float(self.trainer.strategy.reduce(value, reduce_op="mean"))
             self.stage1_q = summary
         dark = QWatch.is_dark(summary)
+        ended_dark = (f"stage {stage.name!r} ended with LNet's heat map dark on the defective training images (mean Q "
+                      f"{summary['q_defective']:.4f} over its last {summary['steps']} steps; the weak loss wants 0.5)")
         if stage_index == self._stage1_index and self._dark_restart.wanted(dark):
             self._restart_pending = True  # done after this step's optimizer update (on_train_batch_end)
-            add_warning(self, f"stage {stage.name!r} ended with LNet's heat map dark on the defective training "
-                        f"images (mean Q {summary['q_defective']:.4f} over its last {summary['steps']} steps; the "
-                        "weak loss wants 0.5): it is run again from its starting weights at "
+            add_warning(self, f"{ended_dark}: it is run again from its starting weights at "
                         f"{self._dark_restart.lr_factor:g}x its learning rates (model.dark_restarts)")
         elif dark:
-            add_warning(self, f"stage {stage.name!r} ended with LNet's heat map dark on the defective training "
-                        f"images (mean Q {summary['q_defective']:.4f} over its last {summary['steps']} steps; "
-                        "the weak loss wants 0.5): the weak loss fell into its trivial minimum and the decision "
-                        "net will learn little. Try another seed, or model.dark_restarts (reruns at a lower rate).")
+            add_warning(self, f"{ended_dark}: the weak loss fell into its trivial minimum and the decision net will "
+                        "learn little. Try another seed, or model.dark_restarts (reruns at a lower rate).")
         return logs
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
@@ -200,7 +204,6 @@ class WeakDetectionModule(ImageDetectionModule):
     def _rerun_stage1(self) -> None:
         self._restart_pending = False
         self.plan = self._dark_restart.restart(self, self.plan, self._stage1_index)
-        self._stage1_index += 1
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         super().on_save_checkpoint(checkpoint)
@@ -210,10 +213,8 @@ class WeakDetectionModule(ImageDetectionModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.stage1_q = dict(checkpoint.get("stage1_q") or {})
         self._restart_pending = self._dark_restart.load_state(checkpoint.get("dark_restart"))
-        if self._stage1_index is not None and self._dark_restart.done:
-            first = next(i for i, s in enumerate(self._base_plan.active) if "weak" in s.losses)
-            self.plan = self._dark_restart.replay(self._base_plan, first)
-            self._stage1_index = first + self._dark_restart.done
+        if self._dark_restart.done:
+            self.plan = self._dark_restart.replay(self._base_plan, self._stage1_first)
             if self._trainer is not None:  # resuming a fit: its step budget includes the reruns
                 self._trainer.fit_loop.epoch_loop.max_steps = self.plan.total
 
