@@ -11,12 +11,15 @@ import numpy as np
 import pytest
 import torch
 
+from lightning_modules.weak import q_watch
 from lightning_modules.weak.dark_restart import DarkRestart
 from lightning_modules.weak.losses import collaborative_alpha, warmed_up_alpha, weak_loss
+from lightning_modules.weak.q_watch import QWatch
 from lightning_modules.weak.stages import StagePlan
 from tests.test_kolektor_datamodule import make_dm
 from tests.test_stages import forced_heatmap_module, tiny_module, tiny_trainer
 from workflow.gathering import FoldResultWriter, load_fold_result
+from workflow.run_warnings import module_warnings
 
 
 def common_q_gradient(q: float, alpha: float) -> float:
@@ -96,6 +99,46 @@ class NetStates(L.Callback):
         if trainer.global_step in self.steps:
             self.states[trainer.global_step] = {k: v.clone() for k, v in pl_module.net.state_dict().items()}
             self.lrs[trainer.global_step] = trainer.optimizers[0].param_groups[0]["lr"]
+
+
+def test_qwatch_counts_the_batches_that_rank_and_calls_chance_unranked() -> None:
+    """Over the last tenth (here 20 of 200 steps), the batches where the defective image's Q is the higher; a
+    one-sided binomial test against 1/2 at 0.05: 15 of 20 is above chance (p 0.021), 14 of 20 is not (p 0.058)."""
+    watch = QWatch()
+    labels = torch.tensor([1.0, 0.0])
+    for step in range(200):
+        higher = step >= 185  # the last tenth: 5 ranked, then 15 more
+        logs = watch.update(torch.tensor([0.6, 0.4] if higher or step < 180 else [0.3, 0.5]), labels, step, 200)
+    assert float(logs["q_defective"]) == pytest.approx(0.6)
+    summary = watch.summary()
+    assert (summary["ranked"], summary["pairs"], summary["steps"]) == (15, 20, 20)
+    assert not QWatch.is_unranked(summary)
+    assert QWatch.is_unranked(dict(summary, ranked=14))
+    assert not QWatch.is_unranked(dict(summary, ranked=0, pairs=19))  # too few batches to tell
+    watch.update(torch.tensor([0.2, 0.9]), torch.tensor([1.0, 1.0]), 0, 200)  # no defect-free image: no pair
+    assert watch.summary()["pairs"] == 0
+
+
+@pytest.mark.parametrize("rerun", [True, False])
+def test_a_lit_stage_1_that_does_not_rank_is_rerun_where_asked(kolektor_root: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch, rerun: bool) -> None:
+    """A heat map held at 0.5 everywhere (lr 0) is lit but ranks nothing (equal Q on both images): with
+    rerun_unranked it is run again like a dark stage 1 (and, still at 0.5, then said to have failed); without, a
+    warning says at once that the stage did not tell the images apart."""
+    monkeypatch.setattr(q_watch, "MIN_RANKED_BATCHES", 1)
+    forced = forced_heatmap_module(0.0, stage1_iterations=4)
+    model = tiny_module(stages=forced.hparams.stages, dark_restarts=1, rerun_unranked=rerun)
+    model.net.load_state_dict(forced.net.state_dict())
+    trainer = tiny_trainer(tmp_path, [FoldResultWriter()], max_steps=model.max_steps)
+    with pytest.warns(UserWarning, match="without telling the defective training images"):
+        trainer.fit(model, datamodule=make_dm(kolektor_root, image_size=(64, 24)))
+    assert trainer.global_step == (9 if rerun else 5)
+    warnings_ = module_warnings(model)
+    assert ["run again" in w for w in warnings_] == ([True, False] if rerun else [False])
+    assert "'localization_retry'" in warnings_[-1] if rerun else "learn little" in warnings_[0]
+    metrics = model.extra_fold_metrics()
+    assert metrics["stage1_restarts"] == float(rerun) and metrics["stage1_ranked_share"] == 0.0
+    assert metrics["stage1_q_defective"] == pytest.approx(0.5)
 
 
 def restart_module(bias: float, restarts: int) -> torch.nn.Module:

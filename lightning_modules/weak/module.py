@@ -71,6 +71,9 @@ class WeakDetectionModule(ImageDetectionModule):
             ends dark (mean Q on the defective training images < 0.05) is run again from the weights it started
             from at ``dark_restart_lr_factor`` times its rates, up to ``dark_restarts`` times
             (:mod:`lightning_modules.weak.dark_restart`); 0 = never (the paper).
+        rerun_unranked: not in the paper: a stage 1 that ends lit but does not rank its training images (the
+            defective images' Q above the defect-free ones' in no more of its last tenth's batches than chance,
+            :meth:`QWatch.is_unranked`) is rerun as a dark one is (within the same ``dark_restarts``).
         rotate: random rotation by 0/90/180/270 degrees per batch (the paper's ablation).
         flip: random horizontal and vertical flips per batch (not in the paper).
         cache_frozen: while trunk and LNet are frozen, compute their outputs once per training image (and
@@ -106,6 +109,7 @@ class WeakDetectionModule(ImageDetectionModule):
         alpha_warmup_start: float = 1.0,
         dark_restarts: int = 0,
         dark_restart_lr_factor: float = 0.1,
+        rerun_unranked: bool = False,
     ) -> None:
         super().__init__()
         self.save_config_hyperparameters()
@@ -171,25 +175,33 @@ class WeakDetectionModule(ImageDetectionModule):
         end of a weak-loss stage, its last tenth's mean Q (stage 1's goes into the fold's result as
         ``stage1_q_defective``/``stage1_q_clean``, averaged over the ranks) and, where LNet has gone dark on the
         defective images (:mod:`lightning_modules.weak.q_watch`; seen on real KolektorSDD: test AP 0.27), a rerun of
-        stage 1 (:mod:`lightning_modules.weak.dark_restart`) or a warning."""
+        stage 1 (:mod:`lightning_modules.weak.dark_restart`) or a warning; likewise where stage 1 ends lit but does
+        not rank the defective training images above the defect-free ones (``rerun_unranked``)."""
         logs = self._q_watch.update(heatmap.detach().flatten(1).mean(dim=1), labels, local, stage.iterations)
         if local != stage.iterations - 1:
             return logs
         summary = self._q_watch.summary()
         if stage_index == self._stage1_index:
-            for key in ("q_defective", "q_clean"):  # one decision on every rank
-                value = torch.tensor(summary[key], device=self.device)
-                summary[key] = float(self.trainer.strategy.reduce(value, reduce_op="mean"))
+            for key, op in (("q_defective", "mean"), ("q_clean", "mean"), ("ranked", "sum"), ("pairs", "sum")):
+                value = torch.tensor(float(summary[key]), device=self.device)  # one decision on every rank
+                summary[key] = float(self.trainer.strategy.reduce(value, reduce_op=op))
             self.stage1_q = summary
         dark = QWatch.is_dark(summary)
-        ended_dark = (f"stage {stage.name!r} ended with LNet's heat map dark on the defective training images (mean Q "
-                      f"{summary['q_defective']:.4f} over its last {summary['steps']} steps; the weak loss wants 0.5)")
-        if stage_index == self._stage1_index and self._dark_restart.wanted(dark):
+        if dark:
+            failed = (f"stage {stage.name!r} ended with LNet's heat map dark on the defective training images "
+                      f"(mean Q {summary['q_defective']:.4f} over its last {summary['steps']} steps; the weak loss "
+                      "wants 0.5)")
+        else:
+            failed = (f"stage {stage.name!r} ended without telling the defective training images from the defect-free "
+                      f"ones (their Q the higher in {summary['ranked']:.0f} of its last {summary['pairs']:.0f} "
+                      "batches: chance)") if QWatch.is_unranked(summary) else ""
+        rerun = dark or (bool(failed) and self.hparams.rerun_unranked)
+        if stage_index == self._stage1_index and self._dark_restart.wanted(rerun):
             self._restart_pending = True  # done after this step's optimizer update (on_train_batch_end)
-            add_warning(self, f"{ended_dark}: it is run again from its starting weights at "
+            add_warning(self, f"{failed}: it is run again from its starting weights at "
                         f"{self._dark_restart.lr_factor:g}x its learning rates (model.dark_restarts)")
-        elif dark:
-            add_warning(self, f"{ended_dark}: the weak loss fell into its trivial minimum and the decision net will "
+        elif failed:
+            add_warning(self, f"{failed}: LNet's heat maps will not point at the defects and the decision net will "
                         "learn little. Try another seed, or model.dark_restarts (reruns at a lower rate).")
         return logs
 
@@ -219,9 +231,12 @@ class WeakDetectionModule(ImageDetectionModule):
                 self._trainer.fit_loop.epoch_loop.max_steps = self.plan.total
 
     def extra_fold_metrics(self) -> dict[str, float]:
-        """Stage 1's mean Q on the defective and defect-free training images over its last tenth."""
+        """Stage 1's mean Q on the defective and defect-free training images over its last tenth, and the share of
+        those batches where the defective images' Q was the higher (chance: 0.5)."""
+        pairs = self.stage1_q.get("pairs", 0)
         return {"stage1_q_defective": self.stage1_q.get("q_defective", float("nan")),
                 "stage1_q_clean": self.stage1_q.get("q_clean", float("nan")),
+                "stage1_ranked_share": self.stage1_q["ranked"] / pairs if pairs else float("nan"),
                 "stage1_restarts": float(self._dark_restart.done)}
 
     def _localize(self, x: torch.Tensor, indices: torch.Tensor, k: tuple, frozen: bool,
