@@ -102,7 +102,8 @@ def main(argv: list[str] | None = None) -> None:
     summary = {"steps": args.steps, "fit_wall_s": wall, "stage1": dict(getattr(model, "stage1_q", {}) or {}),
                "train": q_ap(model, datamodule.train_set, args.eval_images),
                "test": q_ap(model, datamodule.test_set, args.eval_images), "trace": trace.rows}
-    command = f"python benchmarks/weak_stage1_probe.py --steps {args.steps} {args.name} " + " ".join(args.overrides)
+    command = (f"python benchmarks/weak_stage1_probe.py --steps {args.steps} --every {args.every} --fold {args.fold} "
+               f"--eval-images {args.eval_images} {args.name} " + " ".join(args.overrides))
     write_result(ROOT / "benchmarks" / "results" / "probes", args.name, command, commit, wall,
                  {"probe": summary}, selection="fixed", method="weak")
     print({k: summary[k] for k in ("stage1", "train", "test")})
