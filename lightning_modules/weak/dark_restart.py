@@ -10,8 +10,10 @@ network (weights and batch-norm statistics) as it was at the stage's first step,
 inserts a copy of the stage right after it at ``lr_factor`` times its rates (:meth:`StagePlan.with_retry`); the
 trainer's step budget grows by the stage's length. A stage 1 that ends lit is left alone (no KolektorSDD or ELPV
 fold has ended dark here, so their results are unchanged by it). It reads only the training images' image-level
-labels, the method's own supervision. It catches a dark stage 1 only: on the synthetic folder two folds ended lit
-and still scored at chance (benchmarks/notes/weak_stage1_collapse.md).
+labels, the method's own supervision. With the module's ``rerun_unranked`` the same rerun also follows a stage 1 that
+ends lit but ranks its training images at chance (:meth:`~lightning_modules.weak.q_watch.QWatch.is_unranked`): on
+the synthetic folder two folds did, scored at chance, and rose above it when rerun
+(benchmarks/notes/weak_stage1_collapse.md).
 """
 
 from __future__ import annotations
@@ -42,10 +44,10 @@ class DarkRestart:
         if self.start_state is None and self.done < self.restarts:
             self.start_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
 
-    def wanted(self, dark: bool) -> bool:
-        """Whether the attempt that just ended is to be run again; where not, the starting state is dropped (so
-        that later checkpoints do not carry it)."""
-        if dark and self.done < self.restarts and self.start_state is not None:
+    def wanted(self, failed: bool) -> bool:
+        """Whether the attempt that just ended (``failed``: dark, or unranked where asked) is to be run again; where
+        not, the starting state is dropped (so that later checkpoints do not carry it)."""
+        if failed and self.done < self.restarts and self.start_state is not None:
             return True
         self.start_state = None
         return False
