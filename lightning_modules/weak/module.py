@@ -191,10 +191,12 @@ class WeakDetectionModule(ImageDetectionModule):
             failed = (f"stage {stage.name!r} ended with LNet's heat map dark on the defective training images "
                       f"(mean Q {summary['q_defective']:.4f} over its last {summary['steps']} steps; the weak loss "
                       "wants 0.5)")
-        else:
+        elif stage_index == self._stage1_index and QWatch.is_unranked(summary):  # stage 1's test only (see q_watch)
             failed = (f"stage {stage.name!r} ended without telling the defective training images from the defect-free "
                       f"ones (their Q the higher in {summary['ranked']:.0f} of its last {summary['pairs']:.0f} "
-                      "batches: chance)") if QWatch.is_unranked(summary) else ""
+                      "batches: chance)")
+        else:
+            failed = ""
         rerun = dark or (bool(failed) and self.hparams.rerun_unranked)
         if stage_index == self._stage1_index and self._dark_restart.wanted(rerun):
             self._restart_pending = True  # done after this step's optimizer update (on_train_batch_end)
