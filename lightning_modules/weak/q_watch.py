@@ -7,8 +7,8 @@ the defective and of the defect-free images over the last tenth of each weak sta
 A stage can also end lit and still not rank the images: over its last tenth, the batches where the defective
 images' mean Q exceeds the defect-free ones' are then no more frequent than a coin's heads (a one-sided binomial
 test against 1/2; the threshold is chance, not fitted to any dataset). The module asks it of stage 1 only: in stage 3
-(alpha at alpha_init from its first step, lr 0.001, the decision net trained beside) a real ELPV fold that detected
-well ranked only 18 of its last 30 batches.
+(alpha at alpha_init from its first step, lr 0.001, the decision net trained beside) a real ELPV fold ranked only 18
+of its last 30 batches, where its stage 1 had ranked 55 of 75 and its test AP was 0.59 against chance 0.31.
 """
 
 from __future__ import annotations
