@@ -107,7 +107,7 @@ def test_qwatch_counts_the_batches_that_rank_and_calls_chance_unranked() -> None
     watch = QWatch()
     labels = torch.tensor([1.0, 0.0])
     for step in range(200):
-        higher = step >= 185  # the last tenth: 5 ranked, then 15 more
+        higher = step >= 185  # the last tenth (steps 180-199): 5 where the defect-free Q is higher, then 15 ranked
         logs = watch.update(torch.tensor([0.6, 0.4] if higher or step < 180 else [0.3, 0.5]), labels, step, 200)
     assert float(logs["q_defective"]) == pytest.approx(0.6)
     summary = watch.summary()
@@ -136,7 +136,7 @@ def test_a_lit_stage_1_that_does_not_rank_is_rerun_where_asked(kolektor_root: Pa
     assert trainer.global_step == (10 if rerun else 6)
     warnings_ = module_warnings(model)  # none for stage 3 (joint), which ranks nothing either: stage 1's test only
     assert ["run again" in w for w in warnings_] == ([True, False] if rerun else [False])
-    assert "'localization_retry'" in warnings_[-1] if rerun else "learn little" in warnings_[0]
+    assert ("'localization_retry'" in warnings_[-1]) if rerun else ("learn little" in warnings_[0])
     metrics = model.extra_fold_metrics()
     assert metrics["stage1_restarts"] == float(rerun) and metrics["stage1_ranked_share"] == 0.0
     assert metrics["stage1_q_defective"] == pytest.approx(0.5)
