@@ -187,17 +187,19 @@ class WeakDetectionModule(ImageDetectionModule):
                 summary[key] = float(self.trainer.strategy.reduce(value, reduce_op=op))
             self.stage1_q = summary
         dark = QWatch.is_dark(summary)
+        # stage 1's test only (see q_watch)
+        unranked = not dark and stage_index == self._stage1_index and QWatch.is_unranked(summary)
         if dark:
             failed = (f"stage {stage.name!r} ended with LNet's heat map dark on the defective training images "
                       f"(mean Q {summary['q_defective']:.4f} over its last {summary['steps']} steps; the weak loss "
                       "wants 0.5)")
-        elif stage_index == self._stage1_index and QWatch.is_unranked(summary):  # stage 1's test only (see q_watch)
+        elif unranked:
             failed = (f"stage {stage.name!r} ended without telling the defective training images from the defect-free "
                       f"ones (their Q the higher in {summary['ranked']:.0f} of its last {summary['pairs']:.0f} "
                       "batches: chance)")
         else:
             failed = ""
-        rerun = dark or (bool(failed) and self.hparams.rerun_unranked)
+        rerun = dark or (unranked and self.hparams.rerun_unranked)  # wanted(False) drops the kept starting weights
         if stage_index == self._stage1_index and self._dark_restart.wanted(rerun):
             self._restart_pending = True  # done after this step's optimizer update (on_train_batch_end)
             add_warning(self, f"{failed}: it is run again from its starting weights at "
