@@ -74,9 +74,10 @@ def export_onnx(module: nn.Module, example: torch.Tensor, path: Path, spec: Expo
     if spec.min_side is not None:
         dynamic_shapes = {spec.input_name: {0: Dim("batch", min=1), 2: Dim("height", min=spec.min_side),
                                             3: Dim("width", min=spec.min_side)}}
-    torch.onnx.export(module, (example,), str(path), input_names=[spec.input_name],
-                      output_names=list(spec.output_names), dynamo=True, external_data=False,
-                      dynamic_shapes=dynamic_shapes, opset_version=spec.opset, verbose=False)
+    with torch.no_grad():  # traced as it runs at inference (LNet's Fourier path orders its last product for that)
+        torch.onnx.export(module, (example,), str(path), input_names=[spec.input_name],
+                          output_names=list(spec.output_names), dynamo=True, external_data=False,
+                          dynamic_shapes=dynamic_shapes, opset_version=spec.opset, verbose=False)
     return onnx_runner(path, spec.input_name)
 
 

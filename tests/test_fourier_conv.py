@@ -29,6 +29,10 @@ def test_fourier_row_conv_equals_conv2d_with_gradients(shape: tuple[int, ...], k
     got = torch.autograd.grad(fast, (x, weight, bias), grad.float())
     for e, g in zip(expected, got, strict=True):
         assert torch.allclose(g.double(), e, atol=1e-4 * e.abs().max().item())
+    with torch.no_grad():  # inference takes another order of the inverse transform: the same layer
+        inferred = fourier_row_conv2d(x.float(), weight.float(), bias.float())
+    assert inferred.shape == direct.shape
+    assert torch.allclose(inferred.double(), direct, atol=1e-4 * direct.abs().max().item())
 
 
 def test_the_comparison_catches_a_wrong_spectrum() -> None:

@@ -16,7 +16,7 @@ from torch import nn
 from lightning_modules.weak.networks import WeakDefectNet
 from workflow.inference_backends import Bf16Net, ExportedNet, export_net, onnx_session_runner, with_backend
 from workflow.precision import native_bf16
-from workflow.quantization import TensorCalibrationReader, quantize_int8, vnni_cpu
+from workflow.quantization import TensorCalibrationReader, pad_in_uint8, quantize_int8, vnni_cpu
 
 #: bf16 against float32 on the heat map (in [0, 1]) and on DNet's logit: bf16 keeps ~3 significant digits
 BF16_HEATMAP_ATOL = 0.02
@@ -145,6 +145,66 @@ def test_int8_calibration_uses_the_images_passed(tmp_path: Path) -> None:
         assert input_scale(path) == pytest.approx(float(images.max()) / 255, rel=1e-5), name
     with pytest.raises(ValueError, match="at least one calibration image"):
         quantize_int8(fp32, tmp_path / "none.onnx", random_images(0, 0))
+
+
+def padded_from_dequantized(model: onnx.ModelProto) -> int:
+    producer = {out: n.op_type for n in model.graph.node for out in n.output}
+    return sum(producer.get(n.input[0]) == "DequantizeLinear" for n in model.graph.node if n.op_type == "Pad")
+
+
+def test_int8_pads_the_uint8_maps_with_the_same_outputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each of the net's 12 mirror paddings (9 shared layers, 3 LNet) pads the quantised map, not a float copy of it
+    between a DequantizeLinear and a QuantizeLinear; ONNX Runtime gives bit-identical outputs either way."""
+    import workflow.quantization as quantization
+
+    net = normalised_net(random_images(4, 1))
+    fp32 = export_net(net, "onnx", random_images(1, 0), tmp_path / "fp32.onnx")
+    monkeypatch.setattr(quantization, "pad_in_uint8", lambda model: 0)
+    float_pads = onnx.load(quantize_int8(fp32, tmp_path / "float_pads.onnx", random_images(4, 2)))
+    monkeypatch.undo()
+    assert padded_from_dequantized(float_pads) == 12
+    uint8_pads = onnx.load(quantize_int8(fp32, tmp_path / "uint8_pads.onnx", random_images(4, 2)))
+    assert padded_from_dequantized(uint8_pads) == 0
+    assert sum(n.op_type == "Pad" for n in uint8_pads.graph.node) == 12
+    ops = [n.op_type for n in float_pads.graph.node]
+    assert len(ops) - len(uint8_pads.graph.node) == 24 - 1  # each a Q and a DQ, but the image's Q (it feeds its Pad)
+    images = random_images(3, 3)
+    outputs = [onnx_session_runner(tmp_path / f"{name}.onnx")(images) for name in ("float_pads", "uint8_pads")]
+    for a, b in zip(*outputs, strict=True):
+        assert np.array_equal(a, b)
+
+
+def qdq_pad_graph(mode: str, scale_out: float) -> onnx.ModelProto:
+    """uint8 x -> DequantizeLinear (scale 0.1) -> Pad(mode) -> QuantizeLinear (scale ``scale_out``) -> y."""
+    from onnx import TensorProto, helper
+
+    inits = [numpy_helper.from_array(np.array(v, dtype=d), n) for n, v, d in (
+        ("s_in", 0.1, np.float32), ("s_out", scale_out, np.float32), ("zp", 0, np.uint8),
+        ("pads", [0, 0, 1, 1, 0, 0, 1, 1], np.int64))]
+    nodes = [helper.make_node("DequantizeLinear", ["x", "s_in", "zp"], ["xf"]),
+             helper.make_node("Pad", ["xf", "pads"], ["pf"], mode=mode),
+             helper.make_node("QuantizeLinear", ["pf", "s_out", "zp"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.UINT8, [1, 1, 4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.UINT8, [1, 1, 6, 6])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+@pytest.mark.parametrize(("mode", "scale_out", "rewritten"),
+                         [("reflect", 0.1, 1), ("edge", 0.1, 1), ("reflect", 0.2, 0), ("constant", 0.1, 0)])
+def test_pad_in_uint8_rewrites_only_value_copying_pads_between_equal_grids(mode: str, scale_out: float,
+                                                                           rewritten: int) -> None:
+    """A constant padding adds a value the grid may not hold, and another output scale re-quantises: both stay."""
+    import onnxruntime as ort
+
+    model = qdq_pad_graph(mode, scale_out)
+    x = np.arange(16, dtype=np.uint8).reshape(1, 1, 4, 4) * 9
+    before = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    assert pad_in_uint8(model) == rewritten
+    assert [n.op_type for n in model.graph.node] == (["Pad"] if rewritten else ["DequantizeLinear", "Pad",
+                                                                                "QuantizeLinear"])
+    onnx.checker.check_model(model)
+    after = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    assert np.array_equal(before[0], after[0])
 
 
 @pytest.mark.skipif(not native_bf16(), reason="bf16 only where the CPU runs it natively")
