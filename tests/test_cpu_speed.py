@@ -43,6 +43,22 @@ def test_summary_takes_int8_only_where_allowed(allow_int8: bool) -> None:
     assert result["inference_s_1408x512_int8"] == 1.0 and result["int8_allowed"] is allow_int8
 
 
+def test_summary_takes_the_headline_from_paired_rounds_against_the_best_probe() -> None:
+    """Paired rounds replace the per-backend medians of their backends; the peak is the best probe of the run (the
+    start probe too), so the recorded product ``inference_s * peak / gflop`` is the conservative one."""
+    infer = timings({"eager": 4.0, "onnx_all": 3.0, "onnx_int8": 2.5})
+    infer["paired"] = {"onnx_all": {"peak_gflops": [80.0, 120.0, 100.0], "seconds": [3.0, 2.0, 2.2]},
+                       "onnx_int8": {"peak_gflops": [90.0, 110.0, 100.0], "seconds": [1.0, 1.2, 1.1]}}
+    train = {"seconds": {"eager": 2.0, "one_thread": 3.0}, "gflop_per_step": 10.0}
+    result = summary(100.0, infer, train, {"gflop_per_step": 1.0, "seconds_eager": 1.0}, True)
+    assert result["peak_gflops"] == 120.0
+    assert result["inference_backend"] == "onnx_int8" and result["inference_s_1408x512"] == pytest.approx(1.1)
+    assert result["inference_s_1408x512_float32"] == pytest.approx(2.2)
+    assert result["inference_ratio_to_direct_at_peak"] == pytest.approx(1.1 * 120.0 / 100.0)
+    assert result["inference_ratio_paired_median"] == pytest.approx(1.1)  # rounds: 0.90, 1.32, 1.10
+    assert summary(200.0, infer, train, {"gflop_per_step": 1.0, "seconds_eager": 1.0}, True)["peak_gflops"] == 200.0
+
+
 @pytest.mark.parametrize(("delta", "allowed"), [(-0.004, True), (0.005, True), (-0.006, False), (None, False)])
 def test_int8_is_allowed_within_0_005_of_float32_ap(tmp_path: Path, delta: float | None, allowed: bool) -> None:
     if delta is not None:
