@@ -160,9 +160,9 @@ def inference(repeats: int, paired: int = 9) -> dict:
             per_image[name] = {f"batch{b}": timed(lambda: run(images[b]), repeats) / b for b in batches}  # noqa: B023
             print(f"inference {name}: {per_image[name]}", flush=True)
         exact = {k: v["batch1"] for k, v in per_image.items() if k not in REDUCED_PRECISION}
-        headline = [min(exact, key=exact.get), *(k for k in REDUCED_PRECISION if k in runners)]
+        paired_backends = [min(exact, key=exact.get), *(k for k in REDUCED_PRECISION if k in runners)]
         probe = matmul_probe()
-        result["paired"] = {name: paired_rounds(runners[name], images[1], probe, paired) for name in headline}
+        result["paired"] = {name: paired_rounds(runners[name], images[1], probe, paired) for name in paired_backends}
         print(f"paired rounds: {result['paired']}", flush=True)
         ref = net(images[1])
         result["fourier_rows_max_abs_diff"] = {name: float((a - b).abs().max()) for name, a, b in zip(

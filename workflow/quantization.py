@@ -18,7 +18,6 @@ float32 test AP 0.988):
   probabilities moved by up to 0.10 instead of 0.004.
 * Ranges by min-max over the calibration images, not by percentile: a defect is the rare large activation that a
   percentile clips (with 16 calibration images one test image's probability moved by 0.99).
-
 * Mirror padding copies values, so its input and output share one scale; ORT still runs it in float32 between a
   ``DequantizeLinear`` and a ``QuantizeLinear`` (about 7% of the int8 time at 1408x512). :func:`pad_in_uint8`
   pads the uint8 tensor instead: the same numbers, fewer passes over the largest maps.
