@@ -72,9 +72,23 @@ PAPER_SIZE = (1408, 512)
 REDUCED_PRECISION = ("torch_bf16", "onnx_int8")
 
 
-def peak_gflops(dtype: torch.dtype, n: int = 4096) -> float:
+def matmul_probe(dtype: torch.dtype = torch.float32, n: int = 4096) -> Callable[[], float]:
+    """One ``n^3`` matmul in ``dtype`` per call (after one warm-up call); returns its GFLOP/s."""
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    return 2 * n**3 / min(timed(lambda: a @ b, 1) for _ in range(3)) / 1e9
+
+    def probe() -> float:
+        start = time.perf_counter()
+        a @ b
+        return 2 * n**3 / (time.perf_counter() - start) / 1e9
+
+    probe()
+    return probe
+
+
+def peak_gflops(dtype: torch.dtype, n: int = 4096) -> float:
+    """The best of 3 :func:`matmul_probe` calls."""
+    probe = matmul_probe(dtype, n)
+    return max(probe() for _ in range(3))
 
 
 def gflop(step: Callable[[], object]) -> float:
@@ -120,19 +134,6 @@ def inference_runners(net: WeakDefectNet, example: torch.Tensor, work: Path) -> 
     int8_path = quantize_int8(onnx_path, work / "model_int8.onnx", calibration, keep_float=FLOAT_LAYERS)
     runners["onnx_int8"] = onnx_session_runner(int8_path)
     return runners
-
-
-def matmul_probe(n: int = 4096) -> Callable[[], float]:
-    """One float32 ``n^3`` matmul per call; returns its GFLOP/s."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-
-    def probe() -> float:
-        start = time.perf_counter()
-        a @ b
-        return 2 * n**3 / (time.perf_counter() - start) / 1e9
-
-    probe()
-    return probe
 
 
 def paired_rounds(run: Callable, image: torch.Tensor, probe: Callable[[], float], rounds: int) -> dict[str, list]:

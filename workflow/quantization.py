@@ -85,7 +85,7 @@ def pad_in_uint8(model: onnx.ModelProto) -> int:
     scale and zero point, and whose padding only copies values (mode ``reflect``, ``edge`` or ``wrap``), as a ``Pad``
     of the quantised tensor: the same numbers. Returns how many it rewrote."""
     graph = model.graph
-    constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    constants = {t.name: t for t in graph.initializer}  # read as arrays only where compared (not the weights)
     producer = {out: node for node in graph.node for out in node.output}
     consumers: dict[str, list[onnx.NodeProto]] = {}
     for node in graph.node:
@@ -94,7 +94,8 @@ def pad_in_uint8(model: onnx.ModelProto) -> int:
     outputs = {o.name for o in graph.output}
 
     def same(a: str, b: str) -> bool:
-        return a in constants and b in constants and np.array_equal(constants[a], constants[b])
+        return a in constants and b in constants and np.array_equal(numpy_helper.to_array(constants[a]),
+                                                                    numpy_helper.to_array(constants[b]))
 
     def copying(pad: onnx.NodeProto) -> bool:
         mode = next((onnx.helper.get_attribute_value(a) for a in pad.attribute if a.name == "mode"), b"constant")
