@@ -251,8 +251,9 @@ def summary(peak: float, infer: dict, train: dict, cluster: dict, allow_int8: bo
     ``allow_int8`` (its test-fold AP checked, :func:`benchmarks.int8_accuracy.int8_allowed`)."""
     per_image = {k: v["batch1"] for k, v in infer["seconds_per_image"].items()}
     paired = infer.get("paired", {})
-    # the headline backends at their paired rounds' medians, against the best probe of the run
-    headline = {**per_image, **{k: statistics.median(v["seconds"]) for k, v in paired.items()}}
+    # with paired rounds, the headline comes from them only (their medians, against the best probe of the run): an
+    # unpaired median, taken minutes apart from any probe, is no longer a candidate
+    headline = {k: statistics.median(v["seconds"]) for k, v in paired.items()} if paired else per_image
     peak = max([peak, *(g for v in paired.values() for g in v["peak_gflops"])])
     exact = {k: v for k, v in headline.items() if k not in REDUCED_PRECISION}
     best_exact = min(exact, key=exact.get)

@@ -57,6 +57,11 @@ def test_summary_takes_the_headline_from_paired_rounds_against_the_best_probe() 
     assert result["inference_ratio_to_direct_at_peak"] == pytest.approx(1.1 * 120.0 / 100.0)
     assert result["inference_ratio_paired_median"] == pytest.approx(1.1)  # rounds: 0.90, 1.32, 1.10
     assert summary(200.0, infer, train, {"gflop_per_step": 1.0, "seconds_eager": 1.0}, True)["peak_gflops"] == 200.0
+    # an unpaired median faster than the paired one does not become the headline
+    infer["seconds_per_image"]["fourier_rows"] = {"batch1": 1.5}
+    again = summary(100.0, infer, train, {"gflop_per_step": 1.0, "seconds_eager": 1.0}, True)
+    assert again["inference_backend_float32"] == "onnx_all"
+    assert again["inference_s_1408x512_float32"] == pytest.approx(2.2)
 
 
 @pytest.mark.parametrize(("delta", "allowed"), [(-0.004, True), (0.005, True), (-0.006, False), (None, False)])
