@@ -199,7 +199,9 @@ def test_pad_in_uint8_rewrites_only_value_copying_pads_between_equal_grids(mode:
     model = qdq_pad_graph(mode, scale_out)
     x = np.arange(16, dtype=np.uint8).reshape(1, 1, 4, 4) * 9
     before = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    model.graph.value_info.extend(onnx.shape_inference.infer_shapes(model).graph.value_info)  # xf, pf: float
     assert pad_in_uint8(model) == rewritten
+    assert sorted(v.name for v in model.graph.value_info) == ([] if rewritten else ["pf", "xf"])
     assert [n.op_type for n in model.graph.node] == (["Pad"] if rewritten else ["DequantizeLinear", "Pad",
                                                                                 "QuantizeLinear"])
     onnx.checker.check_model(model)
