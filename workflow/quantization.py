@@ -118,8 +118,8 @@ def pad_in_uint8(model: onnx.ModelProto) -> int:
     kept = [n for n in graph.node if id(n) not in dropped]
     del graph.node[:]
     graph.node.extend(kept)
-    produced = {out for node in kept for out in node.output}
-    known = [v for v in graph.value_info if v.name in produced]  # the removed float tensors' shapes go with them
+    removed = set(producer) - {out for node in kept for out in node.output}  # the float tensors no node writes now
+    known = [v for v in graph.value_info if v.name not in removed]
     del graph.value_info[:]
     graph.value_info.extend(known)
     return rewritten
