@@ -164,8 +164,9 @@ def main(cfg: DictConfig) -> float | None:
         check_multirun_strategy(cfg)
         check_run_args(cfg)
         report = run(cfg)
-    metric = cfg.get("optimized_metric")
-    return float(report["pooled"][metric]) if metric else None
+    # a sweep's objective; none where the run cannot compute it (clustering images without classes has no ACC)
+    value = report["pooled"].get(cfg.get("optimized_metric") or "")
+    return float(value) if value is not None else None
 
 
 if __name__ == "__main__":

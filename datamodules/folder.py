@@ -12,6 +12,12 @@ Classes are the sub-folders of ``root`` (hidden ones and ``masks_root`` itself s
 ``target`` is the class index. Images of ``defect_free_class`` (default ``good``) get ``label`` 0, all
 others 1 (all of them when no class has that name). Each image is its own group, named
 ``<class>/<file name>``.
+
+Images not sorted into classes (``<root>/<image>``, no class folder at all) are read as one unsorted set: no
+class (``target`` -1), ``label`` 1 as in a folder without a defect-free class, no masks. The clustering method
+clusters them into ``model.num_clusters`` groups and reports what needs no class (cluster sizes); the weak method
+and the baseline cannot learn from them. Where there are class folders, images directly in ``root`` are ignored,
+with a warning.
 """
 
 from __future__ import annotations
@@ -28,15 +34,17 @@ from datamodules.samples import Sample
 
 
 def class_folders(root: str | Path, exclude: Path | None = None) -> list[Path]:
-    """The class folders of ``root``, sorted by name; none at all is an error."""
+    """The class folders of ``root``, sorted by name; none at all is an error unless images lie in ``root``
+    itself (unsorted images: no classes, ``[]``)."""
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"image folder root {root} does not exist")
     excluded = exclude.resolve() if exclude is not None else None
     folders = sorted(p for p in root.iterdir()
                      if p.is_dir() and not p.name.startswith(".") and p.resolve() != excluded)
-    if not folders:
-        raise DatasetError(f"no class folders under {root}: expected <root>/<class>/<images>")
+    if not folders and not image_files(root):
+        raise DatasetError(f"no class folders and no images under {root}: expected <root>/<class>/<images> "
+                           "(or, for the clustering method, unsorted images in <root>)")
     return folders
 
 
@@ -83,6 +91,12 @@ def list_folder_samples(root: str | Path, defect_free_class: str | None = "good"
     """Every image under ``root/<class>/`` (see the module docstring); an empty class folder is an error."""
     masks = resolve_masks_root(root, masks_root) if Path(root).is_dir() else None
     folders = class_folders(root, exclude=masks)
+    loose = image_files(root)
+    if not folders:
+        return unsorted_samples(loose)
+    if loose:
+        warnings.warn(f"{len(loose)} image(s) directly in {root} (e.g. {loose[0].name}) belong to no class folder and "
+                      "are ignored", stacklevel=2)
     check_defect_free_class(root, defect_free_class, [f.name for f in folders])
     samples = []
     for target, folder in enumerate(folders):
@@ -96,6 +110,11 @@ def list_folder_samples(root: str | Path, defect_free_class: str | None = "good"
             samples.append(Sample(name=name, image=image, label=label, group=name, mask=mask, target=target))
     warn_orphan_masks(masks, {(s.name.split("/")[0], Path(s.image).stem) for s in samples})
     return samples
+
+
+def unsorted_samples(images: list[Path]) -> list[Sample]:
+    """Images in no class folder: no class (``target`` -1), ``label`` 1 (no defect-free class), no mask."""
+    return [Sample(name=image.name, image=image, label=1, group=image.name) for image in images]
 
 
 class FolderDataModule(DefectDataModule):
@@ -118,7 +137,8 @@ class FolderDataModule(DefectDataModule):
 
     @property
     def classes(self) -> list[str]:
-        """The class names in target order: the class folders under the dataset folder, sorted."""
+        """The class names in target order: the class folders under the dataset folder, sorted (none for
+        unsorted images)."""
         masks = resolve_masks_root(self.dataset_dir, self.masks_root) if Path(self.dataset_dir).is_dir() else None
         return [p.name for p in class_folders(self.dataset_dir, exclude=masks)]
 

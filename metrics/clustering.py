@@ -39,10 +39,27 @@ def hungarian_mapping(table: np.ndarray) -> dict[int, int]:
     return mapping
 
 
+def unknown_classes(targets: torch.Tensor) -> bool:
+    """Whether the images have no classes (every target -1: unsorted images): nothing to score against."""
+    return targets.numel() > 0 and bool((targets < 0).all())
+
+
+def cluster_sizes(clusters: torch.Tensor, num_clusters: int) -> dict:
+    """What needs no class: the images per cluster, the largest cluster's share, the clusters left empty."""
+    sizes = torch.bincount(clusters.long().flatten().cpu(), minlength=num_clusters)
+    n = int(sizes.sum())
+    return {"n_images": n, "cluster_sizes": sizes.tolist(), "largest_cluster_share": float(sizes.max()) / max(1, n),
+            "empty_clusters": int((sizes == 0).sum())}
+
+
 def clustering_summary(clusters: torch.Tensor, targets: torch.Tensor, num_clusters: int, num_classes: int,
                        defect_free_class: int | None = None) -> dict:
-    """NMI, ACC, the confusion matrix after mapping, and MDR/FDR/EACC when a defect-free class exists."""
+    """NMI, ACC, the confusion matrix after mapping, and MDR/FDR/EACC when a defect-free class exists; for images
+    without classes, :func:`cluster_sizes` only."""
     clusters, targets = clusters.long().flatten().cpu(), targets.long().flatten().cpu()
+    sizes = cluster_sizes(clusters, num_clusters)
+    if unknown_classes(targets):
+        return sizes
     table = contingency(clusters, targets, num_clusters, num_classes)
     mapping = hungarian_mapping(table)
     predicted = torch.tensor([mapping[int(c)] for c in clusters], dtype=torch.long)
@@ -53,6 +70,7 @@ def clustering_summary(clusters: torch.Tensor, targets: torch.Tensor, num_cluste
         "acc": float((predicted == targets).sum()) / n,
         "confusion": contingency(predicted, targets, num_classes, num_classes).T.tolist(),  # rows: true class
         "mapping": mapping,
+        **{k: sizes[k] for k in ("largest_cluster_share", "empty_clusters")},
     }
     if defect_free_class is not None:
         called_free = predicted == defect_free_class
@@ -67,7 +85,13 @@ def pooled_summary(folds: Sequence[tuple[torch.Tensor, torch.Tensor]], num_clust
                    defect_free_class: int | None = None) -> dict:
     """:func:`clustering_summary` over several folds' ``(clusters, targets)``: each fold's clusters mapped to classes
     by its own Hungarian assignment, then ACC (and MDR, FDR, EACC) on all images together; NMI the mean of the
-    folds' (cluster ids of different folds' models are not comparable)."""
+    folds' (cluster ids of different folds' models are not comparable). Images without classes: the number of
+    images, the largest cluster's share (mean over folds) and the empty clusters (summed)."""
+    sizes = [cluster_sizes(clusters, num_clusters) for clusters, _ in folds]
+    by_size = {"largest_cluster_share": sum(s["largest_cluster_share"] for s in sizes) / len(sizes),
+               "empty_clusters": sum(s["empty_clusters"] for s in sizes)}
+    if all(unknown_classes(fold_targets) for _, fold_targets in folds):
+        return {"n_images": sum(s["n_images"] for s in sizes), **by_size}
     predicted, targets = [], []
     for clusters, fold_targets in folds:
         mapping = hungarian_mapping(contingency(clusters, fold_targets, num_clusters, num_classes))
@@ -77,7 +101,7 @@ def pooled_summary(folds: Sequence[tuple[torch.Tensor, torch.Tensor]], num_clust
     nmis = [float(normalized_mutual_info_score(clusters.long().cpu(), fold_targets.long().cpu()))
             for clusters, fold_targets in folds]
     pooled["nmi"] = sum(nmis) / len(nmis)
-    return pooled
+    return {**pooled, **by_size}
 
 
 class ClusteringMetrics(Metric):

@@ -429,6 +429,12 @@ def test_one_fold_metrics_md_shows_its_table_once(tmp_path: Path) -> None:
     assert "| pooled | 0.6000 |" in table
 
 
+def test_pooled_row_shows_metrics_averaged_over_folds(tmp_path: Path) -> None:
+    folds = [{"fold": k, "metrics": {"ap": 0.5, "pixel_ap": v}} for k, v in ((0, 0.2), (1, 0.4))]
+    table = write_report(tmp_path, folds, {"ap": 0.6, "pixel_ap_mean_over_folds": 0.3}, ["ap", "pixel_ap"])
+    assert "| pooled | 0.6000 | 0.3000 |" in table
+
+
 def test_progress_line_has_step_stage_elapsed_and_eta() -> None:
     progress = ProgressLog(every_n_steps=10, fold=1)
     progress.total, progress.start_step = 100, 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from metrics.clustering import ClusteringMetrics, clustering_summary
+from metrics.clustering import ClusteringMetrics, clustering_summary, pooled_summary
 
 
 def test_acc_uses_the_best_one_to_one_mapping() -> None:
@@ -47,3 +47,13 @@ def test_metric_accumulates_and_drops_repeats() -> None:
     metric.update(torch.tensor([0, 0, 0]), torch.tensor([1, 1, 0]), torch.tensor([2, 3, 0]))  # id 0 repeated
     out = metric.compute()
     assert out["n_images"] == 4 and out["acc"] == pytest.approx(1.0)
+
+
+def test_images_without_classes_get_their_cluster_sizes_only() -> None:
+    clusters, unknown = torch.tensor([0, 0, 2, 0]), torch.full((4,), -1)
+    out = clustering_summary(clusters, unknown, 3, 3)
+    assert out == {"n_images": 4, "cluster_sizes": [3, 0, 1], "largest_cluster_share": 0.75, "empty_clusters": 1}
+    pooled = pooled_summary([(clusters, unknown), (torch.tensor([1, 2]), torch.full((2,), -1))], 3, 3)
+    assert pooled == {"n_images": 6, "largest_cluster_share": (0.75 + 0.5) / 2, "empty_clusters": 2}
+    labelled = clustering_summary(clusters, torch.tensor([1, 1, 0, 1]), 3, 2)
+    assert labelled["acc"] == 1.0 and labelled["largest_cluster_share"] == 0.75 and labelled["empty_clusters"] == 1

@@ -106,6 +106,7 @@ def test_cfg_job_prints_the_composed_config() -> None:
 @pytest.mark.parametrize(("reference", "others", "data_only"), [
     ("weak_kolektor_cpu", ["weak_elpv_cpu", "weak_folder_cpu"], ()),
     ("cluster_neu_cpu", ["cluster_folder_cpu"], ("num_clusters", "num_classes", "defect_free_class")),
+    ("baseline_kolektor_cpu", ["baseline_elpv_cpu", "baseline_folder_cpu"], ()),
 ])
 def test_a_methods_cpu_presets_differ_only_in_data(reference: str, others: list[str], data_only: tuple) -> None:
     """One setting per method across datasets: the CPU presets of a method share model, optimizer, callbacks and

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import csv
 import json
 import math
 import os
@@ -26,7 +27,7 @@ from lightning_modules.weak import WeakDefectNet, WeakDetectionModule
 from metrics.pixel import PixelMetrics
 from tests.conftest import PROJECT_ROOT
 from tests.helpers import all_masks, compose_cfg, fold_test_sets, pair_batches
-from workflow.class_counts import class_counts
+from workflow.class_counts import class_counts, fill_class_counts
 
 CLASSES = ("good", "scratch", "dent")
 PER_CLASS = 3
@@ -147,13 +148,48 @@ def test_empty_class_folder_is_named(tmp_path: Path) -> None:
         list_folder_samples(root)
 
 
-def test_no_class_folders(tmp_path: Path) -> None:
+def test_no_class_folders_and_no_images(tmp_path: Path) -> None:
     (tmp_path / "data").mkdir()
-    Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(tmp_path / "data" / "loose.png")
-    with pytest.raises(DatasetError, match=r"no class folders under .*data"):
+    (tmp_path / "data" / "notes.txt").write_text("not an image")
+    with pytest.raises(DatasetError, match=r"no class folders and no images under .*data"):
         list_folder_samples(tmp_path / "data")
     with pytest.raises(DatasetError, match=r"nowhere does not exist"):
         list_folder_samples(tmp_path / "nowhere")
+
+
+def write_unsorted(root: Path, count: int, size: int = 8) -> Path:
+    """``count`` images directly in ``root`` (no class folders), each a different noise texture."""
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 255, (size, size), dtype=np.uint8)).save(root / f"part{i:02d}.png")
+    return root
+
+
+def test_unsorted_images_are_read_as_one_set_without_classes(tmp_path: Path) -> None:
+    root = write_unsorted(tmp_path / "data", 4)
+    samples = list_folder_samples(root)
+    assert [s.name for s in samples] == ["part00.png", "part01.png", "part02.png", "part03.png"]
+    assert {(s.target, s.label, s.mask) for s in samples} == {(-1, 1, None)}
+    assert make_dm(root).classes == []
+
+
+def test_loose_images_beside_class_folders_are_ignored_with_a_warning(tmp_path: Path) -> None:
+    root = write_folder(tmp_path / "data", classes=("good", "hole"), per_class=1)
+    write_unsorted(root, 2)
+    with pytest.warns(UserWarning, match=r"2 image\(s\) directly in .*part00.png.*ignored"):
+        samples = list_folder_samples(root)
+    assert sorted(s.name for s in samples) == ["good/000.png", "hole/000.png"]
+
+
+def test_unsorted_images_take_k_from_the_user(tmp_path: Path) -> None:
+    """No classes to count: model.num_clusters is required, and the classes scored against are K of none."""
+    root = write_unsorted(tmp_path / "data", 4)
+    cfg = fill_class_counts(compose_cfg(["experiment=cluster_folder_cpu", f"data.root={root}",
+                                         "model.num_clusters=3"]))
+    assert (cfg.model.num_clusters, cfg.model.num_classes, cfg.model.defect_free_class) == (3, 3, None)
+    with pytest.raises(DatasetError, match="set model.num_clusters=K"):
+        fill_class_counts(compose_cfg(["experiment=cluster_folder_cpu", f"data.root={root}"]))
 
 
 def test_config_instantiates(folder_data) -> None:
@@ -173,7 +209,7 @@ def test_class_counts_come_from_the_folders() -> None:
     assert class_counts([sample(0, 1), sample(1, 0), sample(2, 1), sample(1, 0)]) == (3, 1)
     assert class_counts([sample(0, 1), sample(1, 1)]) == (2, None)  # no defect-free class (NEU)
     assert class_counts([sample(0, 0), sample(0, 1), sample(1, 1)]) == (2, None)  # mixed: none
-    with pytest.raises(DatasetError, match="no class targets"):
+    with pytest.raises(DatasetError, match="have no classes"):
         class_counts([sample(-1, 0)])
 
 
@@ -199,6 +235,33 @@ def test_clustering_runs_on_a_users_folder(tmp_path: Path) -> None:
     assert abs(fold["eacc"] - (fold["acc"] + fold["fdr"])) < 1e-6
     stored = torch.load(run_dir / "fold0" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert (stored["hyper_parameters"]["num_clusters"], stored["hyper_parameters"]["defect_free_class"]) == (3, 0)
+
+
+@pytest.mark.slow
+def test_clustering_runs_on_unsorted_images(tmp_path: Path) -> None:
+    """experiment=cluster_folder_cpu on images in no class folder, K given: each fold reports the sizes of its
+    clusters (no ACC: there are no classes) and writes every test image's cluster."""
+    root = write_unsorted(tmp_path / "images", 12, size=32)
+    run_dir = tmp_path / "run"
+    overrides = [
+        "experiment=cluster_folder_cpu", f"data.root={root}", "model.num_clusters=2", "data.image_size=[32,32]",
+        "model.training_plan.views.global_size=32", "model.training_plan.views.local_size=32",
+        "model.training_plan.views.n_local=2", "model.training_plan.batch_size=4", "model.max_steps=4",
+        "model.warmup_steps=1", "callbacks.pseudo_labels.every_n_steps=2", "callbacks.pseudo_labels.pca_dim=4",
+        "callbacks.pseudo_labels.descriptor=null", "folds=[0]", "logger=csv", f"hydra.run.dir={run_dir}",
+    ]
+    out = subprocess.run([sys.executable, "train.py", *overrides], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                         env={**os.environ, "WANDB_MODE": "offline"}, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads((run_dir / "metrics.json").read_text())
+    fold = report["folds"][0]
+    assert "acc" not in fold and "acc" not in report["pooled"]
+    assert fold["n_images"] == 4 and sum(fold["cluster_sizes"]) == 4 and len(fold["cluster_sizes"]) == 2
+    assert fold["largest_cluster_share"] == max(fold["cluster_sizes"]) / 4
+    assert fold["empty_clusters"] == fold["cluster_sizes"].count(0) == report["pooled"]["empty_clusters"]
+    with open(run_dir / "fold0" / "predictions.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 4 and {r["cluster"] for r in rows} <= {"0", "1"}
 
 
 def test_a_defective_image_without_a_mask_is_left_out_of_the_pixel_metrics(tmp_path: Path) -> None:

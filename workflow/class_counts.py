@@ -27,7 +27,8 @@ def class_counts(samples: Sequence[Sample]) -> tuple[int, int | None]:
     ``0 .. max(target)``; the defect-free one is the single class whose images are all labelled defect-free."""
     targets = {s.target for s in samples}
     if not targets or min(targets) < 0:
-        raise DatasetError("the samples carry no class targets: set model.num_clusters and model.num_classes")
+        raise DatasetError("the images have no classes (not sorted into class folders): set model.num_clusters=K, "
+                           "the number of clusters to find")
     clean = {s.target for s in samples if s.label == 0}
     defective = {s.target for s in samples if s.label != 0}
     defect_free = next(iter(clean)) if len(clean) == 1 and not clean & defective else None
@@ -46,8 +47,13 @@ def fill_class_counts(cfg: DictConfig, datamodule: DefectDataModule | None = Non
     if datamodule is None:
         datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
-    num_classes, defect_free = class_counts(datamodule.list_samples())
-    values = {"num_clusters": num_classes, "num_classes": num_classes, "defect_free_class": defect_free}
+    samples = datamodule.list_samples()
+    if samples and all(s.target < 0 for s in samples) and model.get("num_clusters") is not None:
+        # images without classes (unsorted): K is the user's; there are no classes to score against
+        values = {"num_classes": int(model.num_clusters), "defect_free_class": None}
+    else:
+        num_classes, defect_free = class_counts(samples)
+        values = {"num_clusters": num_classes, "num_classes": num_classes, "defect_free_class": defect_free}
     filled = copy.deepcopy(cfg)
     with open_dict(filled):
         for key in missing:

@@ -24,9 +24,14 @@ def report_rows(folds: Sequence[Mapping], pooled: Mapping) -> list[dict]:
     return rows
 
 
+def cell(row: Mapping, column: str) -> object:
+    """``row[column]``; a pooled row that averages a metric over folds holds it as ``<column>_mean_over_folds``."""
+    return row.get(column, row.get(f"{column}_mean_over_folds", ""))
+
+
 def markdown_table(rows: Sequence[Mapping], columns: Sequence[str]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
+    lines += ["| " + " | ".join(fmt(cell(r, c)) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
 
 

@@ -23,6 +23,7 @@ from lightning_modules.cluster.backbone import backbone_from_config
 from lightning_modules.cluster.plan import PseudoLabelViews
 from lightning_modules.method import DefectMethod, from_config, register_method
 from metrics.clustering import ClusteringMetrics, pooled_summary
+from workflow.errors import SettingError
 
 
 @register_method("cluster")
@@ -205,6 +206,9 @@ class ClusteringModule(DefectMethod):
         maps clusters to classes by its own Hungarian assignment, as testing does): what settings are chosen on,
         never the test fold. The last check's values go into the fold's result (``val_acc``, ``val_nmi``)."""
         metrics = self.val_metrics.compute()
+        if "acc" not in metrics:
+            raise SettingError("validation scores the held-out images against their classes, and these images have "
+                               "none (not sorted into class folders): set data.val_fraction=0")
         self.record_validation({k: float(metrics[k]) for k in ("acc", "nmi")})
 
     # -- testing --------------------------------------------------------------------------------
