@@ -9,6 +9,8 @@ from itertools import islice
 import torch
 from torch.utils.data import Sampler
 
+from datamodules.errors import DatasetError
+
 
 class BalancedBatchSampler(Sampler[list[int]]):
     """Yield batches of ``pairs`` defective + ``pairs`` defect-free indices, alternating within the batch.
@@ -22,8 +24,10 @@ class BalancedBatchSampler(Sampler[list[int]]):
 
     def __init__(self, defective: Sequence[int], clean: Sequence[int], pairs: int = 1, seed: int = 0) -> None:
         if not defective or not clean:
-            raise ValueError(
-                f"balanced batches need defective and defect-free images; got {len(defective)} and {len(clean)}"
+            raise DatasetError(
+                f"the training images hold {len(defective)} defective and {len(clean)} defect-free images: a detection "
+                "method learns from both (data=folder: the defect-free images in the folder named by "
+                "data.defect_free_class, the defective ones in other class folders)"
             )
         self.defective = list(defective)
         self.clean = list(clean)

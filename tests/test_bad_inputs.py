@@ -30,6 +30,7 @@ from datamodules import DatasetError, KolektorSDDDataModule
 from datamodules.checks import check_data_args
 from datamodules.dagm import read_dagm_labels
 from datamodules.folder import list_folder_samples
+from datamodules.sampling import BalancedBatchSampler
 from datamodules.splits import ksdd_split_from_pickle, load_split_pickle
 from datamodules.synthetic import write_dagm, write_folder, write_kolektor_like, write_neu_cls
 from tests.conftest import PROJECT_ROOT
@@ -460,3 +461,8 @@ def test_sweep_summary_names_a_failed_job_and_its_error(tmp_path: Path, capsys, 
     with caplog.at_level(logging.WARNING):
         assert load_jobs(tmp_path / "sweep") == []
     assert "failed: SettingError: data.num_defective=-1 must be >= 0" in caplog.text
+
+
+def test_a_detection_method_on_images_without_a_defect_free_class_says_what_it_needs() -> None:
+    with pytest.raises(DatasetError, match="4 defective and 0 defect-free images: a detection method learns from both"):
+        BalancedBatchSampler(list(range(4)), [])
