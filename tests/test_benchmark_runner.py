@@ -52,6 +52,38 @@ def test_the_runner_asks_how_the_settings_were_chosen_and_records_it(tmp_path: P
     assert record["metrics"]["warnings"] == ["fold 1: the pseudo-labels never changed"]  # what went wrong, kept
 
 
+def test_pool_with_records_the_folds_of_earlier_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--pool-with: the JSON holds the pooled report of the earlier runs and this one, the runs' commits and each
+    run's folder, command and folds; the wall time is that of the pooled folds."""
+    runner = load_benchmark("run")
+    monkeypatch.setattr("workflow.run_info.git_commit", lambda cwd=None: "bbb")
+    calls: list = []
+
+    def fake_train(command: list[str], **_: object) -> None:
+        run_dir = Path(next(a for a in command if a.startswith("hydra.run.dir=")).split("=", 1)[1])
+        run_dir.mkdir(parents=True)
+        (run_dir / "metrics.json").write_text(json.dumps({"pooled": {"ap": 0.4}, "folds": [{"fold": 1, "ap": 0.4}]}))
+        (run_dir / "config_resolved.yaml").write_text("model:\n  _target_: lightning_modules.weak.WeakDetectionModule")
+
+    def fake_pool(run_dirs: list[Path], out_dir: Path) -> dict:
+        calls.append(run_dirs)
+        out_dir.mkdir(parents=True)
+        (out_dir / "metrics.json").write_text(json.dumps({"pooled": {"ap": 0.6}, "folds": [{"fold": 0}, {"fold": 1}],
+                                                          "warnings": []}))
+        runs = [{"run_dir": str(d), "commit": c, "folds": [f]} for d, c, f in zip(run_dirs, "ab", (0, 1), strict=True)]
+        return {"wall_s": 123.0, "runs": runs}
+
+    monkeypatch.setattr(subprocess, "run", fake_train)
+    monkeypatch.setattr(runner, "pool_runs", fake_pool)
+    monkeypatch.setattr(runner, "ROOT", tmp_path)
+    runner.main(["probe", "experiment=demo", "folds=[1]", "--selection", "fixed", "--pool-with", "outputs/earlier"])
+    record = json.loads((tmp_path / "benchmarks" / "results" / "probe.json").read_text())
+    assert calls[0][0] == tmp_path / "outputs" / "earlier" and calls[0][1].parent == tmp_path / "outputs" / "benchmarks"
+    assert record["metrics"]["pooled"] == {"ap": 0.6} and [f["fold"] for f in record["metrics"]["folds"]] == [0, 1]
+    assert record["commit"] == "a+b" and record["wall_s"] == 123.0 and record["method"] == "weak"
+    assert [r["folds"] for r in record["pooled_runs"]] == [[0], [1]]
+
+
 def test_a_clean_tree_passes_and_dirty_is_allowed_on_request(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("workflow.run_info.git_commit", lambda cwd=None: "0123abc")
     assert require_clean_tree("x") == "0123abc"

@@ -1,0 +1,127 @@
+"""Pool the folds of several ``train.py`` runs into one cross-validation report, as if one run had trained them all.
+
+Folds run as separate jobs (one per GPU or Slurm task, ``python train.py -m 'folds=[0],[1],[2]'``),
+or a long run stopped after some folds and the rest run later: each finished fold keeps its result in
+``<run>/fold<k>/fold_result.pt`` (:class:`workflow.gathering.FoldResultWriter`), per-image scores included, so the
+method's own :meth:`~lightning_modules.method.DefectMethod.pool` gives the same pooled metrics as one run of all the
+folds (each fold is seeded by ``seed + fold`` alone, so a fold trains the same in either).
+
+The runs must agree on everything but which folds they ran (``model``, ``data`` without ``fold``, ``seed``,
+``trainer``, ``callbacks``); a fold found twice is an error. Written into ``out``: ``metrics.json``, ``metrics.csv``
+and ``metrics.md`` as ``train.py`` writes them, plus ``runs`` (each run's folder, command, commit, device, folds) and
+``wall_s``: the sum of each pooled fold's time, from its files' times (a run stopped mid-fold leaves no
+``metrics.json`` to read its time from)::
+
+    python -m workflow.pool_runs outputs/pooled run_a run_b
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+
+from lightning_modules.method import method_of
+from workflow.errors import SettingError
+from workflow.gathering import FOLD_RESULT_FILE, load_fold_result
+from workflow.report import write_report
+from workflow.run_warnings import fold_warnings
+
+#: the config sections that must be the same in every pooled run
+SHARED_KEYS = ("model", "data", "seed", "trainer", "callbacks")
+
+
+def run_config(run_dir: Path) -> DictConfig:
+    path = run_dir / "config_resolved.yaml"
+    if not path.is_file():
+        raise SettingError(f"{run_dir} is not a train.py run folder: {path.name} is missing")
+    return OmegaConf.load(path)
+
+
+def shared_part(cfg: DictConfig) -> dict[str, Any]:
+    """What must agree between pooled runs: :data:`SHARED_KEYS`, without the data's current ``fold``."""
+    part = {key: OmegaConf.to_container(cfg[key]) if isinstance(cfg.get(key), DictConfig) else cfg.get(key)
+            for key in SHARED_KEYS}
+    if isinstance(part["data"], dict):
+        part["data"].pop("fold", None)
+    return part
+
+
+def run_command(run_dir: Path) -> str | None:
+    """The ``train.py`` command of a run, from Hydra's record of its overrides (its output folder left out)."""
+    path = run_dir / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return None
+    overrides = [str(o) for o in yaml.safe_load(path.read_text()) or [] if not str(o).startswith("hydra.run.dir=")]
+    return " ".join(["python train.py", *(shlex.quote(o) for o in overrides)])
+
+
+def finished_folds(run_dir: Path) -> list[tuple[int, Path]]:
+    """``(fold, fold folder)`` of every fold of ``run_dir`` whose test finished, by fold."""
+    found = [(int(p.parent.name.removeprefix("fold")), p.parent) for p in run_dir.glob(f"fold*/{FOLD_RESULT_FILE}")]
+    return sorted(found)
+
+
+def fold_seconds(run_dir: Path, fold_dir: Path) -> float:
+    """A fold's wall time from file times: from the end of the fold before it in the same run (or the run's start,
+    when ``config_resolved.yaml`` was written) to its result file."""
+    end = (fold_dir / FOLD_RESULT_FILE).stat().st_mtime
+    earlier = [p.stat().st_mtime for p in [run_dir / "config_resolved.yaml", *run_dir.glob(f"fold*/{FOLD_RESULT_FILE}")]
+               if p.is_file() and p.stat().st_mtime < end]
+    return end - max(earlier) if earlier else float("nan")
+
+
+def pool_runs(run_dirs: Sequence[str | Path], out_dir: str | Path) -> dict[str, Any]:
+    """Pool every finished fold of ``run_dirs`` (see the module docstring); return the report written to
+    ``out_dir`` (``folds``, ``pooled``, ``runs``, ``wall_s``, ``warnings``)."""
+    runs = [Path(d) for d in run_dirs]
+    if not runs:
+        raise SettingError("no run folder given")
+    configs = [run_config(d) for d in runs]
+    reference = shared_part(configs[0])
+    for run_dir, cfg in zip(runs[1:], configs[1:], strict=True):
+        differing = [k for k, v in shared_part(cfg).items() if v != reference[k]]
+        if differing:
+            raise SettingError(f"{run_dir} differs from {runs[0]} in {differing}: only runs of one setting pool")
+    results: list[dict[str, Any]] = []
+    described: list[dict[str, Any]] = []
+    wall = 0.0
+    for run_dir in runs:
+        folds = finished_folds(run_dir)
+        info = json.loads((run_dir / "run_info.json").read_text()) if (run_dir / "run_info.json").is_file() else {}
+        described.append({"run_dir": str(run_dir), "command": run_command(run_dir), "commit": info.get("commit"),
+                          "device": info.get("device"), "folds": [fold for fold, _ in folds]})
+        for fold, fold_dir in folds:
+            if any(r["fold"] == fold for r in results):
+                raise SettingError(f"fold {fold} is in more than one run ({run_dir} and an earlier one)")
+            results.append({"fold": fold, **load_fold_result(fold_dir)})
+            wall += fold_seconds(run_dir, fold_dir)
+    if not results:
+        raise SettingError(f"no finished fold in {[str(d) for d in runs]} (no fold*/{FOLD_RESULT_FILE})")
+    results.sort(key=lambda r: r["fold"])
+    method = method_of(configs[0].model)
+    pooled = method.pool(results)
+    extra = {"method": method.name, "wall_s": wall, "warnings": fold_warnings(results), "runs": described,
+             "commit": described[0]["commit"], "device": described[0]["device"]}
+    write_report(out_dir, results, pooled, list(configs[0].get("report_columns", [])), extra=extra)
+    return {"folds": results, "pooled": pooled, **extra}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("out", help="the folder to write metrics.json (and .csv, .md) into")
+    parser.add_argument("runs", nargs="+", help="train.py run folders whose finished folds are pooled")
+    args = parser.parse_args(argv)
+    report = pool_runs(args.runs, args.out)
+    print((Path(args.out) / "metrics.md").read_text())
+    print(f"{len(report['folds'])} folds from {len(args.runs)} runs -> {Path(args.out) / 'metrics.json'}")
+
+
+if __name__ == "__main__":
+    main()
