@@ -34,8 +34,6 @@ def describing(batches: Iterable[dict], descriptor: Callable[[torch.Tensor], tor
         yield batch
 
 
-
-
 class PseudoLabelReassigner(L.Callback):
     """Every ``every_n_steps`` training steps (and before the first): extract the features of the whole
     training set with the evaluation transform, cluster them into ``num_clusters`` groups, hand the new
@@ -64,7 +62,8 @@ class PseudoLabelReassigner(L.Callback):
     they never reach the pseudo-labels or the loss.
 
     Args:
-        backend: a name in :data:`clustering.backends.KMEANS_BACKENDS` ("faiss" or "sklearn_minibatch").
+        backend: a name in :data:`clustering.backends.KMEANS_BACKENDS` ("faiss", "sklearn_minibatch" or
+            "sklearn_gmm").
         pca_dim, whiten, l2_normalize: feature preprocessing before k-means.
         niter, nredo, seed: k-means iterations, restarts and seed; ``niter=None`` leaves each backend its own
             default (faiss 20; MiniBatchKMeans 100, scikit-learn's ``max_iter``).

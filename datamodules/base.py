@@ -278,6 +278,3 @@ class DefectDataModule(L.LightningDataModule):
         sampler = DistributedSampler(self.train_set, world_size, rank, shuffle=False) if world_size > 1 else None
         return DataLoader(self.train_set, batch_size=self.eval_batch_size, sampler=sampler, shuffle=False,
                           num_workers=self.num_workers)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._eval_loader(self.test_set)

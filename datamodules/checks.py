@@ -23,7 +23,8 @@ def check_data_args(root: str | Path, archive: str | Path | None = None, url: st
     if num_defective is not None and int(num_defective) < 0:
         raise SettingError(f"data.num_defective={num_defective} must be >= 0 (or null: every defective image)")
     if int(num_folds) < 1:  # 1: a fixed train/test split (Severstal's split_file); see workflow.run_checks
-        raise SettingError(f"data.num_folds={num_folds}: cross-validation needs at least 2 folds")
+        raise SettingError(f"data.num_folds={num_folds} must be >= 1 (2 or more for cross-validation; 1 for a fixed "
+                           "split, data.split_file or data.test_groups)")
     size = list(image_size)
     if len(size) != 2 or any(int(s) < 1 for s in size):
         raise SettingError(f"data.image_size={size} must be two positive sizes [H, W]")

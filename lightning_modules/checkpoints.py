@@ -37,14 +37,15 @@ COLOR_MODES: dict[int, str] = {1: "L", 3: "RGB"}
 
 
 class CheckpointError(ValueError):
-    """A file that is not a checkpoint this project can load safely."""
+    """A missing file, or one that is not a checkpoint this project can load safely (a run stops with the message
+    alone: :data:`workflow.failure.CLEAN_ERRORS`)."""
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """The checkpoint in ``path``, read with ``weights_only=True`` (memory-mapped where the file allows)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
+        raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except Exception as err:  # UnpicklingError, RuntimeError, EOFError, ...: whatever the file makes torch raise

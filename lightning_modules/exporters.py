@@ -33,11 +33,13 @@ class ExportTarget:
         module: the inference module: one (N, C, H, W) image input, a tuple of outputs.
         output_names: the names of its outputs, in order.
         min_side: the smallest image side from which on a graph traced at one size is valid at every size.
+        float_layers: weight-name prefixes (in ``module``) of the layers int8 quantisation keeps float32.
     """
 
     module: nn.Module
     output_names: tuple[str, ...]
     min_side: int
+    float_layers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

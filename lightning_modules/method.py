@@ -41,8 +41,8 @@ class DefectMethod(L.LightningModule, ABC):
         name: the registry name (set by :func:`register_method`).
         metric_names: the pooled metrics that summarise a run, headline first (the results table's columns).
         prediction_columns: the per-image scalar outputs of :meth:`predict_images`, in CSV order.
-        tests_training_images: the test loaders are ``[training images, test images]``; whether the method
-            uses the first (the weak method fixes its threshold there) or skips it.
+        tests_training_images: True: the test loaders are ``[training images, test images]`` (the weak method
+            fixes its threshold on the first); False: ``[test images]`` only.
         thresholded: ``probability`` in :meth:`predict_images` is a defect probability that a threshold turns
             into a ``label`` column.
         min_side: the smallest image side :meth:`predict_images` takes.

@@ -185,8 +185,20 @@ def test_random_bytes_are_an_error_naming_the_file(tmp_path: Path) -> None:
     ckpt.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
     with pytest.raises(CheckpointError, match=f"checkpoint {ckpt} was refused by the safe loader"):
         load_trained_model(ckpt)
-    with pytest.raises(FileNotFoundError, match="absent.ckpt does not exist"):
+    with pytest.raises(CheckpointError, match="absent.ckpt does not exist"):
         load_trained_model(tmp_path / "absent.ckpt")
+
+
+def test_a_missing_checkpoint_stops_predict_with_its_message_alone(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture) -> None:
+    """A mistyped ckpt_path: exit status 1 and one line naming the file, no traceback (as a bad setting)."""
+    cfg = OmegaConf.create({"ckpt_path": str(tmp_path / "typo.ckpt"), "input": str(tmp_path), "resize": "trained",
+                            "batch_size": 1, "device": "cpu", "output_dir": str(tmp_path / "out")})
+    with pytest.raises(SystemExit) as exit_info:
+        predict.main(cfg)
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert f"checkpoint {tmp_path / 'typo.ckpt'} does not exist" in err and "Traceback" not in err
 
 
 def test_a_checkpoint_without_its_method_name_is_an_error(weak_run: Path, tmp_path: Path) -> None:

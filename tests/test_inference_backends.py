@@ -13,6 +13,10 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
+from lightning_modules.baseline.module import ImageClassifierModule
+from lightning_modules.baseline.networks import CamClassifier
+from lightning_modules.exporters import ExportTarget
+from lightning_modules.weak.export import weak_export_target
 from lightning_modules.weak.networks import WeakDefectNet
 from workflow.inference_backends import Bf16Net, ExportedNet, export_net, onnx_session_runner, with_backend
 from workflow.precision import native_bf16
@@ -31,13 +35,17 @@ INT8_MIN_CORRELATION = 0.95 if vnni_cpu() else 0.92
 
 
 class Holder(nn.Module):
-    """Stands in for the LightningModule: what the backends use of it is its ``net`` and ``exportable``."""
+    """Stands in for the weak LightningModule: what the backends use of it is its ``net``, ``exportable`` and
+    ``export_target()``."""
 
     exportable = True
 
     def __init__(self, net: nn.Module) -> None:
         super().__init__()
         self.net = net
+
+    def export_target(self) -> ExportTarget:
+        return weak_export_target(self.net)
 
 
 def trained_like_net() -> WeakDefectNet:
@@ -87,6 +95,22 @@ def test_exported_backends_give_the_torch_outputs(backend: str, tmp_path: Path) 
     assert heat.shape == heat_ref.shape == (2, 1, 12, 10)
     assert torch.allclose(heat, heat_ref, atol=1e-5)
     assert torch.allclose(logit, logit_ref, atol=1e-4)
+
+
+def test_the_baseline_runs_on_its_own_export(tmp_path: Path) -> None:
+    """backend=onnx and torchscript export the method's own target: the baseline's CAM classifier (ResNet, heat map
+    at 1/32), not the weak model's network."""
+    torch.manual_seed(0)
+    module = ImageClassifierModule(CamClassifier("resnet10t")).eval()
+    images = torch.rand(2, 1, 96, 64)
+    with torch.no_grad():
+        heat_ref, logit_ref = module.net(images)
+        for backend in ("onnx", "torchscript"):
+            exported = with_backend(ImageClassifierModule(module.net), backend, images[:1], tmp_path / backend)
+            heat, logit = exported.net(images)
+            assert heat.shape == heat_ref.shape == (2, 1, 3, 2), backend
+            assert torch.allclose(heat, heat_ref, atol=1e-5) and torch.allclose(logit, logit_ref, atol=1e-4), backend
+    assert (tmp_path / "onnx" / "model.onnx").is_file() and (tmp_path / "torchscript" / "model.pt").is_file()
 
 
 def test_torch_backend_is_the_module_itself(tmp_path: Path) -> None:

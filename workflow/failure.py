@@ -4,9 +4,10 @@
 
 - success: ``"status": "success"``;
 - an exception: ``"status": "failed"`` and ``"error"`` (type and message), so that a sweep summary can list
-  failed jobs. Errors the project raises itself (:data:`CLEAN_ERRORS`: bad data, a bad setting) print their
-  message alone, with the hint that ``HYDRA_FULL_ERROR=1`` shows the traceback, as Hydra does for config errors,
-  and exit with status 1 (in a multirun they propagate, so that Hydra records the failed job);
+  failed jobs. Errors the project raises itself (:data:`CLEAN_ERRORS`: bad data, a bad setting, a bad
+  checkpoint) print their message alone, with the hint that ``HYDRA_FULL_ERROR=1`` shows the traceback, as
+  Hydra does for config errors, and exit with status 1 (in a multirun they propagate, so that Hydra records the
+  failed job);
 - SIGTERM (:mod:`workflow.signals`): ``"status": "interrupted"``, the resume command printed, exit status 143.
 """
 
@@ -24,11 +25,12 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from datamodules.errors import DatasetError
+from lightning_modules.checkpoints import CheckpointError
 from workflow.errors import SettingError
 from workflow.signals import INTERRUPTION
 
 #: errors printed as their message alone
-CLEAN_ERRORS: tuple[type[BaseException], ...] = (DatasetError, SettingError)
+CLEAN_ERRORS: tuple[type[BaseException], ...] = (DatasetError, SettingError, CheckpointError)
 #: exit status of a run stopped by SIGTERM (128 + 15, what a shell reports for a process killed by it)
 SIGTERM_EXIT = 143
 FULL_ERROR_HINT = "Set the environment variable HYDRA_FULL_ERROR=1 for a complete stack trace."

@@ -1,4 +1,5 @@
-"""Where the weak network runs at prediction time: ``predict.py backend=torch|torch_bf16|torchscript|onnx|onnx_int8``.
+"""Where a detection network (the weak model or the baseline) runs at prediction time:
+``predict.py backend=torch|torch_bf16|torchscript|onnx|onnx_int8``.
 
 * ``torch``: the checkpoint's network in PyTorch, float32 (the reference).
 * ``torch_bf16``: the same network in channels-last memory format under ``torch.autocast("cpu", torch.bfloat16)``
@@ -7,14 +8,15 @@
   float32 at 1408x512 (``benchmarks/results/cpu_speed.json``, a loaded machine; 2.4x at an idle moment, see
   docs/cpu.md); emulated bf16 is many times slower. Reduced precision: its outputs differ from float32 by up to the
   tolerances in ``tests/test_inference_backends.py``.
-* ``torchscript`` and ``onnx``: the network exported by :mod:`lightning_modules.exporters` (the code ``export.py``
-  uses) into a scratch folder, then run from the file (``torch.jit.load``; ONNX Runtime on the CPU with all graph
-  optimisations and one intra-op thread per core). Same outputs as ``torch`` to float rounding.
+* ``torchscript`` and ``onnx``: the method's ``export_target()`` exported by :mod:`lightning_modules.exporters`
+  (the code ``export.py`` uses) into a scratch folder, then run from the file (``torch.jit.load``; ONNX Runtime on
+  the CPU with all graph optimisations and one intra-op thread per core). Same outputs as ``torch`` to float
+  rounding.
 * ``onnx_int8``: the ``onnx`` file quantised to int8 by ONNX Runtime's static quantisation
-  (:mod:`workflow.quantization`: convolutions and max-pools, the decision net and LNet's output layer left
-  float32), its activation ranges calibrated on images the caller passes (predict.py: the fold's training images),
-  then run as ``onnx``. Approximate: its test-fold AP against float32 is what
-  ``benchmarks/int8_accuracy.py`` measures.
+  (:mod:`workflow.quantization`: convolutions and max-pools; the target's ``float_layers`` left float32, for the
+  weak model the decision net and LNet's output layer), its activation ranges calibrated on images the caller
+  passes (predict.py: the fold's training images), then run as ``onnx``. Approximate: its test-fold AP against
+  float32 is what ``benchmarks/int8_accuracy.py`` measures.
 
 Each backend replaces the module's ``net`` by a module with the same call (image -> heat map, logits), so the
 prediction code (:mod:`workflow.prediction`) is the same for all of them.
@@ -29,8 +31,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from lightning_modules.exporters import EXPORTERS, ExportSpec, Runner, torchscript_runner
-from lightning_modules.weak.export import FLOAT_LAYERS, OUTPUT_NAMES, WeakInference, min_dynamic_side
+from lightning_modules.exporters import EXPORTERS, ExportSpec, ExportTarget, Runner, torchscript_runner
+from lightning_modules.weak.export import weak_export_target
 from workflow.precision import native_bf16
 
 BACKENDS = ("torch", "torch_bf16", "torchscript", "onnx", "onnx_int8")
@@ -80,22 +82,26 @@ def onnx_session_runner(path: str | Path, input_name: str = "image", threads: in
     return lambda x: session.run(None, {input_name: x.detach().cpu().numpy()})
 
 
-def export_net(net: nn.Module, fmt: str, example: torch.Tensor, path: Path) -> Path:
-    """Write the weak ``net`` (as :class:`WeakInference`) in ``fmt`` to ``path``, with dynamic batch and sides: the
-    example's sides are raised to the network's smallest dynamic side (:func:`min_dynamic_side`, 64 for the paper's
-    net), so the file takes every size from there on (ONNX; TorchScript takes any size)."""
-    min_side = min_dynamic_side(net)
-    height, width = (max(side, min_side) for side in example.shape[-2:])
+def export_file(target: ExportTarget, fmt: str, example: torch.Tensor, path: Path) -> Path:
+    """Write ``target`` in ``fmt`` to ``path``, with dynamic batch and sides: the example's sides are raised to
+    the target's ``min_side``, so the file takes every size from there on (ONNX; TorchScript takes any size)."""
+    height, width = (max(side, target.min_side) for side in example.shape[-2:])
     example = torch.rand(1, example.shape[1], height, width)
-    EXPORTERS[fmt](WeakInference(net).eval(), example, path, ExportSpec("image", OUTPUT_NAMES, min_side))
+    EXPORTERS[fmt](target.module, example, path, ExportSpec("image", target.output_names, target.min_side))
     return path
+
+
+def export_net(net: nn.Module, fmt: str, example: torch.Tensor, path: Path) -> Path:
+    """:func:`export_file` of the weak ``net`` (:func:`weak_export_target`; 64 px and up for the paper's net)."""
+    return export_file(weak_export_target(net), fmt, example, path)
 
 
 def with_backend(module: L.LightningModule, backend: str, example: torch.Tensor, work_dir: Path,
                  calibration: torch.Tensor | None = None) -> L.LightningModule:
     """``module`` (changed in place) with its network running on ``backend``; ``example`` (N, C, H, W) is the
-    export's example input (see :func:`export_net`), ``work_dir`` holds the exported file, ``calibration``
-    (N, C, H, W) the images ``onnx_int8`` calibrates its activation ranges on."""
+    export's example input (see :func:`export_file`), ``work_dir`` holds the exported file, ``calibration``
+    (N, C, H, W) the images ``onnx_int8`` calibrates its activation ranges on. What is exported is the method's
+    own ``export_target()`` (the weak model's or the baseline's)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
     if backend == "torch":
@@ -104,20 +110,21 @@ def with_backend(module: L.LightningModule, backend: str, example: torch.Tensor,
         raise ValueError(f"backend={backend} is defined for the exportable methods only; use backend=torch")
     if backend in CALIBRATED_BACKENDS and calibration is None:
         raise ValueError(f"backend={backend} needs calibration images")
-    net = module.net.cpu().eval()
+    module.net.cpu().eval()
     if backend == "torch_bf16":
         if not native_bf16():
             raise ValueError("backend=torch_bf16 needs a CPU with native bf16 (AVX512-BF16/AMX); use backend=onnx")
-        module.net = Bf16Net(net)
+        module.net = Bf16Net(module.net)
         return module
+    target = module.export_target()
     work_dir.mkdir(parents=True, exist_ok=True)
     if backend == "torchscript":
-        module.net = ExportedNet(torchscript_runner(export_net(net, backend, example, work_dir / "model.pt")))
+        module.net = ExportedNet(torchscript_runner(export_file(target, backend, example, work_dir / "model.pt")))
         return module
-    path = export_net(net, "onnx", example, work_dir / "model.onnx")
+    path = export_file(target, "onnx", example, work_dir / "model.onnx")
     if backend == "onnx_int8":
         from workflow.quantization import quantize_int8
 
-        path = quantize_int8(path, work_dir / "model_int8.onnx", calibration, keep_float=FLOAT_LAYERS)
+        path = quantize_int8(path, work_dir / "model_int8.onnx", calibration, keep_float=target.float_layers)
     module.net = ExportedNet(onnx_session_runner(path))
     return module

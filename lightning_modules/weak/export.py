@@ -6,6 +6,7 @@ from torch import nn
 
 from lightning_modules.detection import OUTPUT_NAMES as OUTPUT_NAMES  # re-exported
 from lightning_modules.detection import DetectionInference
+from lightning_modules.exporters import ExportTarget
 from lightning_modules.weak.networks import HalvingPool, MirrorPad, WeakDefectNet
 
 #: the weak model as an export module: image in; heat map, probability and logit out
@@ -25,3 +26,9 @@ def min_dynamic_side(net: WeakDefectNet) -> int:
     lnet_pad = max((m.pad for m in net.lnet.modules() if isinstance(m, MirrorPad)), default=0)
     dnet_pools = sum(isinstance(m, HalvingPool) for m in net.dnet.modules())
     return stride * max(lnet_pad + 1, 2**dnet_pools)  # the shared layers' paddings (2) hold a fortiori
+
+
+def weak_export_target(net: WeakDefectNet) -> ExportTarget:
+    """:data:`WeakInference` of ``net`` (``image`` in; ``heatmap``, ``probability``, ``logit`` out), valid from
+    :func:`min_dynamic_side` on, with :data:`FLOAT_LAYERS` kept float32 by int8."""
+    return ExportTarget(WeakInference(net).eval(), OUTPUT_NAMES, min_dynamic_side(net), FLOAT_LAYERS)

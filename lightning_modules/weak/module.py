@@ -13,7 +13,7 @@ from lightning_modules.detection import ImageDetectionModule
 from lightning_modules.exporters import ExportTarget
 from lightning_modules.method import from_config, register_method
 from lightning_modules.weak.dark_restart import DarkRestart
-from lightning_modules.weak.export import OUTPUT_NAMES, WeakInference, min_dynamic_side
+from lightning_modules.weak.export import weak_export_target
 from lightning_modules.weak.losses import collaborative_alpha, warmed_up_alpha, weak_loss
 from lightning_modules.weak.networks import WeakDefectNet
 from lightning_modules.weak.plan import BalancedPairs
@@ -44,7 +44,8 @@ class WeakDetectionModule(ImageDetectionModule):
     both in the step (one image per step would leave one of the two terms empty). Batch normalization then
     sees the pair's two images. The stage at global step ``s`` (see :class:`StagePlan`) decides which parts train
     (the others are frozen: no gradient, batch-norm statistics fixed), the losses, and the learning rate
-    (a per-step LambdaLR, so the optimizer from the ``optimizer`` config group only supplies the kind).
+    (a per-step LambdaLR over the optimizer from the ``optimizer`` config group, whose ``lr`` over
+    ``lr_reference`` scales the stages' rates: :attr:`lr_scale`).
 
     Testing, pooling and prediction are those of every image-level detection method
     (:class:`~lightning_modules.detection.ImageDetectionModule`).
@@ -306,4 +307,4 @@ class WeakDetectionModule(ImageDetectionModule):
     # -- inference ------------------------------------------------------------------------------
     def export_target(self) -> ExportTarget:
         """:class:`WeakInference`: ``image`` in, ``heatmap``, ``probability`` and ``logit`` out."""
-        return ExportTarget(WeakInference(self.net).eval(), OUTPUT_NAMES, min_dynamic_side(self.net))
+        return weak_export_target(self.net)

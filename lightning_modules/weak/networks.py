@@ -102,7 +102,7 @@ class LocalizationNet(nn.Module):
 
     The sigmoid of the logits is the heat map H in [0, 1], at the trunk's resolution (1/8 of the input).
     ``fourier``: the wide convolution in the Fourier domain along the rows where its kernel has 9 taps or more (the
-    same layer to float rounding, about 2x faster to train and 3x to run on a float32 CPU;
+    same layer to float rounding, with a fraction of the operations; measured speed-ups in docs/cpu.md;
     :mod:`lightning_modules.weak.fourier_conv`).
     """
 
