@@ -75,7 +75,7 @@ def test_pooling_refuses_other_settings_a_fold_twice_and_empty_runs(runs: dict[s
     with pytest.raises(SettingError, match=r"fold 0 is in more than one run"):
         pool_runs([runs["both"], runs["first"]], tmp_path / "twice")
     other = train_run(tmp_path / "other", runs["root"], "[1]", "seed=7")
-    with pytest.raises(SettingError, match=r"differs from .* in \['data', 'seed'\]"):  # data.seed is ${seed}
+    with pytest.raises(SettingError, match=r"differs from .* in \['data.seed', 'seed'\]"):
         pool_runs([runs["first"], other], tmp_path / "other_seed")
     (tmp_path / "stopped").mkdir()
     (tmp_path / "stopped" / "config_resolved.yaml").write_text((runs["first"] / "config_resolved.yaml").read_text())
@@ -89,5 +89,5 @@ def test_the_command_line_writes_and_prints_the_table(runs: dict[str, Path], tmp
                                                       capsys: pytest.CaptureFixture) -> None:
     main([str(tmp_path / "out"), str(runs["first"]), str(runs["second"])])
     out = capsys.readouterr().out
-    assert "| pooled |" in out and "2 folds from 2 runs" in out
+    assert "| pooled |" in out and "2 fold(s) from 2 run(s)" in out
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())["pooled"]["ap"] >= 0

@@ -6,11 +6,12 @@ or a long run stopped after some folds and the rest run later: each finished fol
 method's own :meth:`~lightning_modules.method.DefectMethod.pool` gives the same pooled metrics as one run of all the
 folds (each fold is seeded by ``seed + fold`` alone, so a fold trains the same in either).
 
-The runs must agree on everything but which folds they ran (``model``, ``data`` without ``fold``, ``seed``,
-``trainer``, ``callbacks``); a fold found twice is an error. Written into ``out``: ``metrics.json``, ``metrics.csv``
-and ``metrics.md`` as ``train.py`` writes them, plus ``runs`` (each run's folder, command, commit, device, folds) and
-``wall_s``: the sum of each pooled fold's time, from its files' times (a run stopped mid-fold leaves no
-``metrics.json`` to read its time from)::
+The runs must agree on everything but which folds they ran: every key of ``model``, ``data`` (but ``fold``),
+``optimizer``, ``seed``, ``trainer`` (but console settings) and ``callbacks``; the differing keys are named. A fold
+found twice is an error. Written into ``out``: ``metrics.json``, ``metrics.csv`` and ``metrics.md`` as ``train.py``
+writes them, plus ``runs`` (each run's folder, command, commit, device, folds) and ``wall_s``: the sum of each
+pooled fold's time, from its files' times (a run stopped mid-fold leaves no ``metrics.json`` to read its time
+from)::
 
     python -m workflow.pool_runs outputs/pooled run_a run_b
 """
@@ -34,7 +35,10 @@ from workflow.report import write_report
 from workflow.run_warnings import fold_warnings
 
 #: the config sections that must be the same in every pooled run
-SHARED_KEYS = ("model", "data", "seed", "trainer", "callbacks")
+SHARED_KEYS = ("model", "data", "optimizer", "seed", "trainer", "callbacks")
+#: settings inside them that change nothing in a fold's result: which fold, and what the console shows
+IGNORED_KEYS = frozenset({"data.fold", "trainer.enable_progress_bar", "trainer.enable_model_summary",
+                          "trainer.log_every_n_steps"})
 
 
 def run_config(run_dir: Path) -> DictConfig:
@@ -44,13 +48,20 @@ def run_config(run_dir: Path) -> DictConfig:
     return OmegaConf.load(path)
 
 
+def flat(value: Any, prefix: str) -> dict[str, Any]:
+    """``value`` as ``{dotted key: leaf}`` (lists are leaves)."""
+    if isinstance(value, dict):
+        return {k: v for key, item in value.items() for k, v in flat(item, f"{prefix}.{key}").items()}
+    return {prefix: value}
+
+
 def shared_part(cfg: DictConfig) -> dict[str, Any]:
-    """What must agree between pooled runs: :data:`SHARED_KEYS`, without the data's current ``fold``."""
-    part = {key: OmegaConf.to_container(cfg[key]) if isinstance(cfg.get(key), DictConfig) else cfg.get(key)
-            for key in SHARED_KEYS}
-    if isinstance(part["data"], dict):
-        part["data"].pop("fold", None)
-    return part
+    """What must agree between pooled runs: the leaves of :data:`SHARED_KEYS`, less :data:`IGNORED_KEYS`."""
+    leaves: dict[str, Any] = {}
+    for key in SHARED_KEYS:
+        node = cfg.get(key)
+        leaves.update(flat(OmegaConf.to_container(node) if isinstance(node, DictConfig) else node, key))
+    return {k: v for k, v in leaves.items() if k not in IGNORED_KEYS}
 
 
 def run_command(run_dir: Path) -> str | None:
@@ -86,7 +97,8 @@ def pool_runs(run_dirs: Sequence[str | Path], out_dir: str | Path) -> dict[str, 
     configs = [run_config(d) for d in runs]
     reference = shared_part(configs[0])
     for run_dir, cfg in zip(runs[1:], configs[1:], strict=True):
-        differing = [k for k, v in shared_part(cfg).items() if v != reference[k]]
+        part = shared_part(cfg)
+        differing = sorted(k for k in part.keys() | reference.keys() if part.get(k) != reference.get(k))
         if differing:
             raise SettingError(f"{run_dir} differs from {runs[0]} in {differing}: only runs of one setting pool")
     results: list[dict[str, Any]] = []
@@ -120,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     report = pool_runs(args.runs, args.out)
     print((Path(args.out) / "metrics.md").read_text())
-    print(f"{len(report['folds'])} folds from {len(args.runs)} runs -> {Path(args.out) / 'metrics.json'}")
+    print(f"{len(report['folds'])} fold(s) from {len(args.runs)} run(s) -> {Path(args.out) / 'metrics.json'}")
 
 
 if __name__ == "__main__":
