@@ -8,7 +8,9 @@ the run's ``metrics.json`` (``metrics.pooled``, ``metrics.folds``, ``metrics.war
 folder, never typed in. A working tree with uncommitted changes is refused (the commit would not say what ran)
 unless ``--allow-dirty``. ``--selection`` (required: only the person running it knows) records how the settings
 were chosen. ``--pool-with RUN_DIR ...`` records the folds of earlier runs of the same setting pooled with this
-run's (a benchmark run in parts; :mod:`workflow.pool_runs`).
+run's (a benchmark run in parts; :mod:`workflow.pool_runs`); the setting is compared before anything trains.
+``--from-run RUN_DIR`` records a ``train.py`` run that has already finished (its command from Hydra's record of its
+overrides) instead of running one.
 """
 
 from __future__ import annotations
@@ -22,20 +24,35 @@ import sys
 import time
 from pathlib import Path
 
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, OmegaConf
+
 ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = ROOT / "conf"
 SELECTIONS = ("test", "validation", "label_free", "fixed")
 sys.path.insert(0, str(ROOT))
 
 from lightning_modules.method import method_of  # noqa: E402
-from workflow.pool_runs import pool_runs  # noqa: E402
+from workflow.pool_runs import check_same_setting, pool_runs, run_config, run_overrides  # noqa: E402
+from workflow.precision import register_resolvers  # noqa: E402
 from workflow.run_info import require_clean_tree, write_result  # noqa: E402
 
 
 def run_method(run_dir: Path) -> str:
     """The registry name of the method a ``train.py`` run trained (from its resolved config)."""
-    from omegaconf import OmegaConf
-
     return method_of(OmegaConf.load(run_dir / "config_resolved.yaml").model).name
+
+
+def planned_config(overrides: list[str]) -> DictConfig:
+    """The config ``train.py`` will run with ``overrides`` (from :data:`ROOT`), resolved; what the data fills in when
+    the run starts (class counts) is still null."""
+    register_resolvers()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[*overrides, f"paths.root_dir={ROOT}", "paths.output_dir=/not-yet"])
+    OmegaConf.resolve(cfg)
+    return cfg
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -51,29 +68,45 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pool-with", nargs="+", default=[], metavar="RUN_DIR",
                         help="earlier run folders of the same setting (e.g. a run stopped after some folds) whose "
                              "finished folds are pooled with this run's (workflow/pool_runs.py)")
+    parser.add_argument("--from-run", metavar="RUN_DIR",
+                        help="record this finished train.py run (no overrides then) instead of running one")
     args = parser.parse_args(argv)
-    commit = require_clean_tree("benchmarks/run.py", args.allow_dirty, ROOT)
-    run_dir = ROOT / "outputs" / "benchmarks" / f"{args.name}_{dt.datetime.now():%Y%m%d_%H%M%S}"
-    command = [sys.executable, "train.py", *args.overrides, f"hydra.run.dir={run_dir}"]
-    start = time.perf_counter()
-    subprocess.run(command, cwd=ROOT, check=True)
-    wall = time.perf_counter() - start
+    earlier = [Path(d) if Path(d).is_absolute() else ROOT / d for d in args.pool_with]
+    if args.from_run:
+        if args.overrides:
+            parser.error("--from-run records a finished run: its overrides are the run's own, give none")
+        run_dir = Path(args.from_run) if Path(args.from_run).is_absolute() else ROOT / args.from_run
+        commit, overrides = "", run_overrides(run_dir)
+        info = json.loads((run_dir / "run_info.json").read_text()) if (run_dir / "run_info.json").is_file() else {}
+        extra = {k: info[k] for k in ("device", "packages") if k in info}  # the run's machine, not this one
+    else:
+        commit = require_clean_tree("benchmarks/run.py", args.allow_dirty, ROOT)
+        overrides = args.overrides
+        for other in earlier:  # before hours of training: the runs to pool with must be of this setting
+            check_same_setting(planned_config(overrides), run_config(other), f"{other} differs from this run",
+                               unset_matches=True)
+        run_dir = ROOT / "outputs" / "benchmarks" / f"{args.name}_{dt.datetime.now():%Y%m%d_%H%M%S}"
+        command = [sys.executable, "train.py", *overrides, f"hydra.run.dir={run_dir}"]
+        start = time.perf_counter()
+        subprocess.run(command, cwd=ROOT, check=True)
+        wall = time.perf_counter() - start
+        extra = {}
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    extra = {}
-    if args.pool_with:  # the folds of earlier runs too; wall time: each pooled fold's, from its files
-        earlier = [Path(d) if Path(d).is_absolute() else ROOT / d for d in args.pool_with]
+    if args.pool_with or args.from_run:  # wall time: each pooled fold's, from its files
         report = pool_runs([*earlier, run_dir], run_dir / "pooled")
         metrics = json.loads((run_dir / "pooled" / "metrics.json").read_text())
         wall = report["wall_s"]
-        extra["pooled_runs"] = report["runs"]
+        if args.pool_with:
+            extra["pooled_runs"] = report["runs"]
         metrics["commit"] = "+".join(dict.fromkeys(str(r["commit"]) for r in report["runs"]))
-    # packages and device now; the commit is the one the run started from (its metrics.json records it)
+    shown_dir = run_dir.relative_to(ROOT) if run_dir.is_relative_to(ROOT) else run_dir
+    # packages and device: this machine (a recorded run: its own); the commit: the one the run started from
     result = write_result(ROOT / "benchmarks" / "results", args.name,
-                          "python train.py " + " ".join(shlex.quote(o) for o in args.overrides),
+                          "python train.py " + " ".join(shlex.quote(o) for o in overrides),
                           metrics.get("commit", commit), wall,
                           {"pooled": metrics["pooled"], "folds": metrics["folds"],
                            "warnings": metrics.get("warnings", [])},
-                          method=run_method(run_dir), run_dir=str(run_dir.relative_to(ROOT)),
+                          method=run_method(run_dir), run_dir=str(shown_dir),
                           selection=args.selection, **extra)
     print(json.dumps({k: result[k] for k in ("name", "wall_s", "device")} | {"pooled": metrics["pooled"]}, indent=2))
 

@@ -9,10 +9,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from datamodules.synthetic import write_neu_det
 from tests.conftest import PROJECT_ROOT
 from tests.helpers import compose_cfg, load_benchmark
+from workflow.errors import SettingError
 from workflow.run_info import git_commit, require_clean_tree, write_result
 
 
@@ -52,11 +54,21 @@ def test_the_runner_asks_how_the_settings_were_chosen_and_records_it(tmp_path: P
     assert record["metrics"]["warnings"] == ["fold 1: the pseudo-labels never changed"]  # what went wrong, kept
 
 
+def write_earlier_run(runner: object, run_dir: Path, *overrides: str) -> Path:
+    """A run folder's resolved config, as train.py writes it, for the config ``overrides`` compose."""
+    run_dir.mkdir(parents=True)
+    cfg = runner.planned_config(["experiment=demo", *overrides])
+    (run_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg))
+    return run_dir
+
+
 def test_pool_with_records_the_folds_of_earlier_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """--pool-with: the JSON holds the pooled report of the earlier runs and this one, the runs' commits and each
     run's folder, command and folds; the wall time is that of the pooled folds."""
     runner = load_benchmark("run")
     monkeypatch.setattr("workflow.run_info.git_commit", lambda cwd=None: "bbb")
+    monkeypatch.setattr(runner, "ROOT", tmp_path)
+    write_earlier_run(runner, tmp_path / "outputs" / "earlier", "folds=[0]", "data.cache=none")  # RAM cache: same
     calls: list = []
 
     def fake_train(command: list[str], **_: object) -> None:
@@ -75,13 +87,58 @@ def test_pool_with_records_the_folds_of_earlier_runs(tmp_path: Path, monkeypatch
 
     monkeypatch.setattr(subprocess, "run", fake_train)
     monkeypatch.setattr(runner, "pool_runs", fake_pool)
-    monkeypatch.setattr(runner, "ROOT", tmp_path)
     runner.main(["probe", "experiment=demo", "folds=[1]", "--selection", "fixed", "--pool-with", "outputs/earlier"])
     record = json.loads((tmp_path / "benchmarks" / "results" / "probe.json").read_text())
     assert calls[0][0] == tmp_path / "outputs" / "earlier" and calls[0][1].parent == tmp_path / "outputs" / "benchmarks"
     assert record["metrics"]["pooled"] == {"ap": 0.6} and [f["fold"] for f in record["metrics"]["folds"]] == [0, 1]
     assert record["commit"] == "a+b" and record["wall_s"] == 123.0 and record["method"] == "weak"
     assert [r["folds"] for r in record["pooled_runs"]] == [[0], [1]]
+
+
+def test_pool_with_a_run_of_another_setting_is_refused_before_training(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The setting is compared before the run, not after hours of training; the differing keys are named."""
+    runner = load_benchmark("run")
+    monkeypatch.setattr("workflow.run_info.git_commit", lambda cwd=None: "bbb")
+    monkeypatch.setattr(runner, "ROOT", tmp_path)
+    write_earlier_run(runner, tmp_path / "earlier", "folds=[0]", "trainer.precision=bf16-mixed")
+    ran: list = []
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: ran.append(a))
+    with pytest.raises(SettingError, match=r"differs from this run in \['trainer.precision'\]"):
+        runner.main(["probe", "experiment=demo", "folds=[1]", "trainer.precision=32-true", "--selection", "fixed",
+                     "--pool-with", str(tmp_path / "earlier")])
+    assert not ran
+
+
+def test_from_run_records_a_finished_run_with_its_own_command_and_machine(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """--from-run: nothing trains; the command is the run's (from Hydra's overrides record), the device and packages
+    its run_info.json's, the wall time its folds' (from the pooled report)."""
+    runner = load_benchmark("run")
+    monkeypatch.setattr(runner, "ROOT", tmp_path)
+    run_dir = tmp_path / "elsewhere" / "run"
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra" / "overrides.yaml").write_text("- experiment=demo\n- seed=2\n- hydra.run.dir=/x\n")
+    (run_dir / "run_info.json").write_text(json.dumps({"device": "cpu the run's", "packages": {"torch": "0"}}))
+    (run_dir / "metrics.json").write_text(json.dumps({"pooled": {"ap": 0.4}, "folds": [{"fold": 0}]}))
+    (run_dir / "config_resolved.yaml").write_text("model:\n  _target_: lightning_modules.weak.WeakDetectionModule")
+
+    def fake_pool(run_dirs: list[Path], out_dir: Path) -> dict:
+        assert run_dirs == [run_dir]
+        out_dir.mkdir(parents=True)
+        (out_dir / "metrics.json").write_text(json.dumps({"pooled": {"ap": 0.4}, "folds": [{"fold": 0}]}))
+        return {"wall_s": 77.0, "runs": [{"commit": "c0ffee"}]}
+
+    monkeypatch.setattr(runner, "pool_runs", fake_pool)
+    with pytest.raises(SystemExit):
+        runner.main(["probe", "seed=3", "--selection", "fixed", "--from-run", str(run_dir)])
+    runner.main(["probe", "--selection", "fixed", "--from-run", str(run_dir)])
+    record = json.loads((tmp_path / "benchmarks" / "results" / "probe.json").read_text())
+    assert not (tmp_path / "outputs").exists()  # nothing trained
+    assert record["command"] == "python train.py experiment=demo seed=2"
+    assert record["device"] == "cpu the run's" and record["packages"] == {"torch": "0"}
+    assert record["wall_s"] == 77.0 and record["commit"] == "c0ffee" and record["run_dir"] == "elsewhere/run"
+    assert "pooled_runs" not in record and record["metrics"]["pooled"] == {"ap": 0.4}
 
 
 def test_a_clean_tree_passes_and_dirty_is_allowed_on_request(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -68,6 +68,8 @@ def test_folds_of_two_runs_pool_as_one_run_of_both(runs: dict[str, Path], tmp_pa
     assert command.startswith("python train.py experiment=demo") and "'folds=[1]'" in command
     assert "hydra.run.dir" not in command
     assert 0 < report["wall_s"] < 600
+    uncached = train_run(tmp_path / "uncached", runs["root"], "[1]", "data.cache=none")  # the same pixels: pools
+    assert pool_runs([runs["first"], uncached], tmp_path / "uncached_pool")["runs"][1]["folds"] == [1]
     assert (tmp_path / "pooled" / "metrics.md").is_file() and (tmp_path / "pooled" / "metrics.csv").is_file()
 
 

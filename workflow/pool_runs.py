@@ -36,9 +36,10 @@ from workflow.run_warnings import fold_warnings
 
 #: the config sections that must be the same in every pooled run
 SHARED_KEYS = ("model", "data", "optimizer", "seed", "trainer", "callbacks")
-#: settings inside them that change nothing in a fold's result: which fold, and what the console shows
+#: settings inside them that change nothing in a fold's result: which fold, what the console shows, and whether
+#: decoded images are kept in RAM (the same pixels either way)
 IGNORED_KEYS = frozenset({"data.fold", "trainer.enable_progress_bar", "trainer.enable_model_summary",
-                          "trainer.log_every_n_steps"})
+                          "trainer.log_every_n_steps", "data.cache", "data.cache_max_gib"})
 
 
 def run_config(run_dir: Path) -> DictConfig:
@@ -64,13 +65,30 @@ def shared_part(cfg: DictConfig) -> dict[str, Any]:
     return {k: v for k, v in leaves.items() if k not in IGNORED_KEYS}
 
 
-def run_command(run_dir: Path) -> str | None:
-    """The ``train.py`` command of a run, from Hydra's record of its overrides (its output folder left out)."""
+def check_same_setting(reference: DictConfig, cfg: DictConfig, what: str, unset_matches: bool = False) -> None:
+    """Raise :class:`SettingError` (``what`` in ``{keys}``) where ``cfg`` and ``reference`` differ in a key of
+    :func:`shared_part`. ``unset_matches``: a key ``cfg`` leaves null (filled from the data when the run starts, as
+    the class counts are) matches anything: for checking a config before its run."""
+    part, ref = shared_part(cfg), shared_part(reference)
+    differing = sorted(k for k in part.keys() | ref.keys()
+                       if part.get(k) != ref.get(k) and not (unset_matches and k in part and part[k] is None))
+    if differing:
+        raise SettingError(f"{what} in {differing}: only runs of one setting pool")
+
+
+def run_overrides(run_dir: Path) -> list[str]:
+    """The command-line overrides of a ``train.py`` run, from Hydra's record of them (its output folder left out)."""
     path = run_dir / ".hydra" / "overrides.yaml"
     if not path.is_file():
+        raise SettingError(f"{run_dir} has no .hydra/overrides.yaml: not a train.py run folder")
+    return [str(o) for o in yaml.safe_load(path.read_text()) or [] if not str(o).startswith("hydra.run.dir=")]
+
+
+def run_command(run_dir: Path) -> str | None:
+    """The ``train.py`` command of a run (:func:`run_overrides`); None where Hydra kept no record."""
+    if not (run_dir / ".hydra" / "overrides.yaml").is_file():
         return None
-    overrides = [str(o) for o in yaml.safe_load(path.read_text()) or [] if not str(o).startswith("hydra.run.dir=")]
-    return " ".join(["python train.py", *(shlex.quote(o) for o in overrides)])
+    return " ".join(["python train.py", *(shlex.quote(o) for o in run_overrides(run_dir))])
 
 
 def finished_folds(run_dir: Path) -> list[tuple[int, Path]]:
@@ -95,12 +113,8 @@ def pool_runs(run_dirs: Sequence[str | Path], out_dir: str | Path) -> dict[str, 
     if not runs:
         raise SettingError("no run folder given")
     configs = [run_config(d) for d in runs]
-    reference = shared_part(configs[0])
     for run_dir, cfg in zip(runs[1:], configs[1:], strict=True):
-        part = shared_part(cfg)
-        differing = sorted(k for k in part.keys() | reference.keys() if part.get(k) != reference.get(k))
-        if differing:
-            raise SettingError(f"{run_dir} differs from {runs[0]} in {differing}: only runs of one setting pool")
+        check_same_setting(configs[0], cfg, f"{run_dir} differs from {runs[0]}")
     results: list[dict[str, Any]] = []
     described: list[dict[str, Any]] = []
     wall = 0.0
