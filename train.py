@@ -29,6 +29,7 @@ from workflow.failure import reported_failures
 from workflow.gathering import FoldResultWriter, load_fold_result
 from workflow.loggers import build_loggers, finish, set_fold
 from workflow.precision import register_resolvers
+from workflow.progress import seconds_before_resume
 from workflow.quiet import quiet_third_party
 from workflow.report import write_report
 from workflow.run_checks import check_run_args, fold_guards
@@ -145,7 +146,9 @@ def run(cfg: DictConfig) -> dict:
     finally:
         finish(loggers, status)
     pooled = method.pool(results)
-    extra = {"method": method.name, "wall_s": time.perf_counter() - start, "warnings": fold_warnings(results), **info}
+    # wall time: this job's, plus the training time before a resume (ckpt_path) spent in an earlier job
+    wall = time.perf_counter() - start + sum(seconds_before_resume(out_dir / f"fold{f}") for f in folds)
+    extra = {"method": method.name, "wall_s": wall, "warnings": fold_warnings(results), **info}
     if rank_zero:
         table = write_report(out_dir, results, pooled, list(cfg.report_columns), extra=extra)
         log.info("results (%s):\n%s", out_dir, table)  # on the console (Hydra logs to stdout) and in train.log

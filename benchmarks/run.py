@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 from lightning_modules.method import method_of  # noqa: E402
 from workflow.pool_runs import check_same_setting, pool_runs, run_config, run_overrides  # noqa: E402
 from workflow.precision import register_resolvers  # noqa: E402
+from workflow.progress import seconds_before_resume  # noqa: E402
 from workflow.run_info import require_clean_tree, write_result  # noqa: E402
 
 
@@ -89,7 +90,8 @@ def main(argv: list[str] | None = None) -> None:
         command = [sys.executable, "train.py", *overrides, f"hydra.run.dir={run_dir}"]
         start = time.perf_counter()
         subprocess.run(command, cwd=ROOT, check=True)
-        wall = time.perf_counter() - start
+        # plus a resumed fold's training time in the run it resumed (workflow.progress)
+        wall = time.perf_counter() - start + sum(seconds_before_resume(d) for d in run_dir.glob("fold*"))
         extra = {}
     metrics = json.loads((run_dir / "metrics.json").read_text())
     if args.pool_with or args.from_run:  # wall time: each pooled fold's, from its files

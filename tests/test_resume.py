@@ -26,6 +26,8 @@ from datamodules.synthetic import write_neu_cls
 from tests.conftest import PROJECT_ROOT
 from tests.test_kolektor_datamodule import make_dm
 from tests.test_stages import tiny_module, tiny_trainer
+from workflow.pool_runs import pool_runs
+from workflow.progress import RESUMED_FILE
 
 #: the weak demo shrunk to 50 steps (epochs of 28 batches: 28 defect-free training images), a checkpoint every
 #: 5 steps. The killed run stops at the start of step 38, 3 steps past its last checkpoint (step 35: stage 2 of
@@ -240,6 +242,13 @@ def test_weak_demo_killed_mid_training_and_resumed_matches_an_uninterrupted_run(
     assert not (stages / "stage1-localization.ckpt").exists()  # it started at step 35, not 0
     assert (stages / "stage2-decision.ckpt").is_file()
     assert_same_results(resumed, reference, final_step=50)
+    # the training time before the kill, kept in the checkpoint, counts in the resumed run's and the pooled wall time
+    before = checkpoint(tmp_path / "killed")["callbacks"]["ProgressLog"]["trained_s"]
+    assert before > 0 and not (reference / "fold0" / RESUMED_FILE).exists()
+    assert json.loads((resumed / "fold0" / RESUMED_FILE).read_text()) == {"resumed_at_step": 35,
+                                                                           "trained_before_s": before}
+    assert json.loads((resumed / "metrics.json").read_text())["wall_s"] > before
+    assert pool_runs([resumed], tmp_path / "pooled")["wall_s"] > before
 
 
 @pytest.mark.slow  # three runs of the clustering pipeline: about 35 s of CPU

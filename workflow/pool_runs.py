@@ -11,7 +11,7 @@ The runs must agree on everything but which folds they ran: every key of ``model
 found twice is an error. Written into ``out``: ``metrics.json``, ``metrics.csv`` and ``metrics.md`` as ``train.py``
 writes them, plus ``runs`` (each run's folder, command, commit, device, folds) and ``wall_s``: the sum of each
 pooled fold's time, from its files' times (a run stopped mid-fold leaves no ``metrics.json`` to read its time
-from)::
+from), with the training time before a resume::
 
     python -m workflow.pool_runs outputs/pooled run_a run_b
 """
@@ -31,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from lightning_modules.method import method_of
 from workflow.errors import SettingError
 from workflow.gathering import FOLD_RESULT_FILE, load_fold_result
+from workflow.progress import seconds_before_resume
 from workflow.report import write_report
 from workflow.run_warnings import fold_warnings
 
@@ -99,11 +100,13 @@ def finished_folds(run_dir: Path) -> list[tuple[int, Path]]:
 
 def fold_seconds(run_dir: Path, fold_dir: Path) -> float:
     """A fold's wall time from file times: from the end of the fold before it in the same run (or the run's start,
-    when ``config_resolved.yaml`` was written) to its result file."""
+    when ``config_resolved.yaml`` was written) to its result file, plus, for a resumed fold, the training time before
+    the resume (:func:`~workflow.progress.seconds_before_resume`)."""
     end = (fold_dir / FOLD_RESULT_FILE).stat().st_mtime
     earlier = [p.stat().st_mtime for p in [run_dir / "config_resolved.yaml", *run_dir.glob(f"fold*/{FOLD_RESULT_FILE}")]
                if p.is_file() and p.stat().st_mtime < end]
-    return end - max(earlier) if earlier else float("nan")
+    # a fold resumed from a checkpoint: plus its training time before (workflow.progress)
+    return end - max(earlier) + seconds_before_resume(fold_dir) if earlier else float("nan")
 
 
 def pool_runs(run_dirs: Sequence[str | Path], out_dir: str | Path) -> dict[str, Any]:

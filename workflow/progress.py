@@ -4,12 +4,18 @@ The CPU presets switch Lightning's progress bar off (a bar redrawn with carriage
 :class:`ProgressLog` keeps something moving: the step count the fold will run at its start, then a line every
 ``every_n_steps`` steps (about 20 lines per fold by default) and at the last step, through the run's logger (so
 also into Hydra's ``<run dir>/train.log``).
+
+It also keeps a fold's training seconds in its checkpoints, so that a fold resumed from one (``ckpt_path=``) knows
+the time spent before: written to ``<fold dir>/resumed.json`` and added to the run's and the pooled wall time
+(:func:`seconds_before_resume`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+from pathlib import Path
 
 import lightning as L
 
@@ -17,6 +23,14 @@ log = logging.getLogger(__name__)
 
 #: lines per fold when ``every_n_steps`` is not given
 DEFAULT_LINES = 20
+#: in a resumed fold's folder: the step it resumed at and the training seconds before
+RESUMED_FILE = "resumed.json"
+
+
+def seconds_before_resume(fold_dir: str | Path) -> float:
+    """The training seconds a fold spent before the run that resumed it (0 for a fold trained in one go)."""
+    path = Path(fold_dir) / RESUMED_FILE
+    return float(json.loads(path.read_text())["trained_before_s"]) if path.is_file() else 0.0
 
 
 def duration(seconds: float) -> str:
@@ -58,7 +72,8 @@ class ProgressLog(L.Callback):
         self.total = 0
         self.every = 0
         self.start_step = 0
-        self.start_time = 0.0
+        self.start_time: float | None = None
+        self.before_s = 0.0  # training seconds of the runs before a resume (from the checkpoint)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.total = total_steps(trainer)
@@ -69,6 +84,21 @@ class ProgressLog(L.Callback):
         if trainer.is_global_zero:
             resumed = f", resuming at step {self.start_step}" if self.start_step else ""
             log.info("%straining %d steps%s", self.prefix, self.total, resumed)
+            path = Path(trainer.default_root_dir) / RESUMED_FILE
+            path.unlink(missing_ok=True)
+            if self.start_step:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps({"resumed_at_step": self.start_step, "trained_before_s": self.before_s}))
+
+    def trained_s(self) -> float:
+        """Training seconds of this fold so far, those before a resume included."""
+        return self.before_s + (time.monotonic() - self.start_time if self.start_time is not None else 0.0)
+
+    def state_dict(self) -> dict[str, float]:
+        return {"trained_s": self.trained_s()}
+
+    def load_state_dict(self, state_dict: dict[str, float]) -> None:
+        self.before_s = float(state_dict.get("trained_s", 0.0))
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch,
                            batch_idx: int) -> None:
@@ -80,7 +110,7 @@ class ProgressLog(L.Callback):
 
     def line(self, step: int, stage: str | None) -> str:
         """``step 200/2250 (9%), stage decision, 3m12s elapsed, ETA 32m``."""
-        elapsed = time.monotonic() - self.start_time
+        elapsed = time.monotonic() - (self.start_time or time.monotonic())
         done = step - self.start_step
         parts = [f"step {step}/{self.total}" + (f" ({100 * step // self.total}%)" if self.total else "")]
         if stage:
