@@ -31,6 +31,7 @@ from lightning_modules.exporters import (
     reference_outputs,
 )
 from lightning_modules.method import exportable_methods
+from workflow.errors import SettingError
 from workflow.failure import reported_failures
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ class ExportMismatch(RuntimeError):
 def export_target(model: TrainedModel) -> ExportTarget:
     """The method's export target; a method that does not export is an error naming the exportable ones."""
     if not model.module.exportable:
-        raise TypeError(f"{model.checkpoint} holds a {model.module.name!r} model, which does not export; "
+        raise SettingError(f"{model.checkpoint} holds a {model.module.name!r} model, which does not export; "
                         f"exportable methods: {exportable_methods()}")
     return model.module.export_target()
 

@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 
 from datamodules.image_files import list_images
 from lightning_modules.checkpoints import TrainedModel, load_trained_model
+from workflow.errors import SettingError
 from workflow.failure import reported_failures
 from workflow.inference_backends import CALIBRATED_BACKENDS, with_backend
 from workflow.prediction import predict_files, write_rows
@@ -33,13 +34,13 @@ def input_size(resize: str | Sequence[int], trained: tuple[int, int] | None) -> 
     """The (H, W) images are resized to, or ``None`` for native size, from the ``resize`` option."""
     if not isinstance(resize, str):
         if len(resize) != 2:
-            raise ValueError(f"resize=[H, W] needs two sizes, got {list(resize)}")
+            raise SettingError(f"resize=[H, W] needs two sizes, got {list(resize)}")
         return int(resize[0]), int(resize[1])
     if resize == "trained" and trained is None:
-        raise ValueError("the checkpoint's config has no data.image_size: set resize=native or resize=[H,W]")
+        raise SettingError("the checkpoint's config has no data.image_size: set resize=native or resize=[H,W]")
     options: dict[str, tuple[int, int] | None] = {"trained": trained, "native": None}
     if resize not in options:
-        raise ValueError(f"resize must be 'trained', 'native' or [H, W], got {resize!r}")
+        raise SettingError(f"resize must be 'trained', 'native' or [H, W], got {resize!r}")
     return options[resize]
 
 
@@ -81,7 +82,7 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
     example = torch.rand(1, model.in_channels, *(size or model.image_size or (256, 256)))
     color_mode = model.color_mode  # read from the network before a backend replaces it
     calibration = fold_calibration(model, cfg, size) if backend in CALIBRATED_BACKENDS else None
-    module = with_backend(model.module, backend, example, out_dir / "backend", calibration)
+    module = with_backend(model.module, backend, example, out_dir / "backend", calibration, one_size=size is not None)
     rows = predict_files(module, files, root, color_mode, size,
                          out_dir=out_dir if cfg.get("overlays", True) else None, batch_size=int(cfg.batch_size),
                          threshold=threshold, device=resolve_device(cfg.device))

@@ -52,12 +52,14 @@ class ExportSpec:
         min_side: dynamic batch, height and width for sides of at least this size; ``None`` fixes the
             example's shape (ONNX; TorchScript takes any size either way).
         opset: the ONNX opset; ``None`` takes the exporter's default.
+        dynamic_batch: with ``min_side=None``, the batch dimension stays dynamic (the sides fixed).
     """
 
     input_name: str
     output_names: Sequence[str]
     min_side: int | None = None
     opset: int | None = None
+    dynamic_batch: bool = False
 
 
 def onnx_runner(path: str | Path, input_name: str) -> Runner:
@@ -76,6 +78,8 @@ def export_onnx(module: nn.Module, example: torch.Tensor, path: Path, spec: Expo
     if spec.min_side is not None:
         dynamic_shapes = {spec.input_name: {0: Dim("batch", min=1), 2: Dim("height", min=spec.min_side),
                                             3: Dim("width", min=spec.min_side)}}
+    elif spec.dynamic_batch:
+        dynamic_shapes = {spec.input_name: {0: Dim("batch", min=1)}}
     with torch.no_grad():  # traced as it runs at inference (LNet's Fourier path orders its last product for that)
         torch.onnx.export(module, (example,), str(path), input_names=[spec.input_name],
                           output_names=list(spec.output_names), dynamo=True, external_data=False,

@@ -269,6 +269,29 @@ def test_predict_py_gives_the_same_rows_on_every_exact_backend(tmp_path: Path) -
             assert abs(probabilities[backend][name] - p) < 1e-5, (backend, name)
 
 
+def test_predict_py_onnx_below_the_dynamic_minimum(tmp_path: Path,
+                                                   tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Images all resized below the ONNX file's dynamic minimum (64 px for the weak net): a fixed-shape export gives
+    torch's probabilities. At native size an image below it is refused with a DatasetError naming it, before ONNX
+    Runtime sees it."""
+    import predict
+    from datamodules.errors import DatasetError
+    from tests.inference_helpers import weak_checkpoint
+    from tests.test_predict import predict_cfg, read_csv, write_mixed_images
+
+    ckpt = weak_checkpoint(tmp_path_factory.getbasetemp())
+    folder = tmp_path / "images"
+    folder.mkdir()
+    write_mixed_images(folder)
+    probabilities = {}
+    for backend in ("torch", "onnx"):
+        predict.run(predict_cfg(ckpt, folder, tmp_path / backend, overlays=False, backend=backend, resize=[40, 48]))
+        probabilities[backend] = [float(r["probability"]) for r in read_csv(tmp_path / backend / "predictions.csv")]
+    assert len(probabilities["onnx"]) >= 3 and probabilities["onnx"] == pytest.approx(probabilities["torch"], abs=1e-5)
+    with pytest.raises(DatasetError, match=r"a_gray.png is 40x72: this model needs at least 64 pixels"):
+        predict.run(predict_cfg(ckpt, folder, tmp_path / "native", overlays=False, backend="onnx", resize="native"))
+
+
 def test_predict_py_int8_calibrates_on_the_folds_training_images(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                   tmp_path_factory: pytest.TempPathFactory) -> None:
     """predict.py backend=onnx_int8: the calibration images are drawn from the checkpoint fold's training images,

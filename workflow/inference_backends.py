@@ -33,6 +33,7 @@ from torch import nn
 
 from lightning_modules.exporters import EXPORTERS, ExportSpec, ExportTarget, Runner, torchscript_runner
 from lightning_modules.weak.export import weak_export_target
+from workflow.errors import SettingError
 from workflow.precision import native_bf16
 
 BACKENDS = ("torch", "torch_bf16", "torchscript", "onnx", "onnx_int8")
@@ -82,9 +83,14 @@ def onnx_session_runner(path: str | Path, input_name: str = "image", threads: in
     return lambda x: session.run(None, {input_name: x.detach().cpu().numpy()})
 
 
-def export_file(target: ExportTarget, fmt: str, example: torch.Tensor, path: Path) -> Path:
+def export_file(target: ExportTarget, fmt: str, example: torch.Tensor, path: Path, fixed: bool = False) -> Path:
     """Write ``target`` in ``fmt`` to ``path``, with dynamic batch and sides: the example's sides are raised to
-    the target's ``min_side``, so the file takes every size from there on (ONNX; TorchScript takes any size)."""
+    the target's ``min_side``, so the file takes every size from there on (ONNX; TorchScript takes any size).
+    ``fixed``: the example's sides only, any batch (inputs all of one size, smaller than ``min_side``)."""
+    if fixed:
+        spec = ExportSpec("image", target.output_names, dynamic_batch=True)
+        EXPORTERS[fmt](target.module, torch.rand(1, *example.shape[1:]), path, spec)
+        return path
     height, width = (max(side, target.min_side) for side in example.shape[-2:])
     example = torch.rand(1, example.shape[1], height, width)
     EXPORTERS[fmt](target.module, example, path, ExportSpec("image", target.output_names, target.min_side))
@@ -97,23 +103,25 @@ def export_net(net: nn.Module, fmt: str, example: torch.Tensor, path: Path) -> P
 
 
 def with_backend(module: L.LightningModule, backend: str, example: torch.Tensor, work_dir: Path,
-                 calibration: torch.Tensor | None = None) -> L.LightningModule:
+                 calibration: torch.Tensor | None = None, one_size: bool = False) -> L.LightningModule:
     """``module`` (changed in place) with its network running on ``backend``; ``example`` (N, C, H, W) is the
     export's example input (see :func:`export_file`), ``work_dir`` holds the exported file, ``calibration``
     (N, C, H, W) the images ``onnx_int8`` calibrates its activation ranges on. What is exported is the method's
-    own ``export_target()`` (the weak model's or the baseline's)."""
+    own ``export_target()`` (the weak model's or the baseline's). ``one_size``: every input will have the example's
+    size, so a size below the dynamic minimum is exported as a fixed shape; otherwise the module's ``min_side`` is
+    raised to that minimum (smaller images are refused before they reach ONNX Runtime)."""
     if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
+        raise SettingError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
     if backend == "torch":
         return module
     if not getattr(module, "exportable", False):
-        raise ValueError(f"backend={backend} is defined for the exportable methods only; use backend=torch")
+        raise SettingError(f"backend={backend} is defined for the exportable methods only; use backend=torch")
     if backend in CALIBRATED_BACKENDS and calibration is None:
-        raise ValueError(f"backend={backend} needs calibration images")
+        raise SettingError(f"backend={backend} needs calibration images")
     module.net.cpu().eval()
     if backend == "torch_bf16":
         if not native_bf16():
-            raise ValueError("backend=torch_bf16 needs a CPU with native bf16 (AVX512-BF16/AMX); use backend=onnx")
+            raise SettingError("backend=torch_bf16 needs a CPU with native bf16 (AVX512-BF16/AMX); use backend=onnx")
         module.net = Bf16Net(module.net)
         return module
     target = module.export_target()
@@ -121,7 +129,10 @@ def with_backend(module: L.LightningModule, backend: str, example: torch.Tensor,
     if backend == "torchscript":
         module.net = ExportedNet(torchscript_runner(export_file(target, backend, example, work_dir / "model.pt")))
         return module
-    path = export_file(target, "onnx", example, work_dir / "model.onnx")
+    fixed = one_size and min(example.shape[-2:]) < target.min_side
+    if not fixed:
+        module.min_side = max(getattr(module, "min_side", 1), target.min_side)
+    path = export_file(target, "onnx", example, work_dir / "model.onnx", fixed)
     if backend == "onnx_int8":
         from workflow.quantization import quantize_int8
 

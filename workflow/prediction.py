@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from datamodules.errors import DatasetError
 from datamodules.image_files import load_image, to_tensor
 from lightning_modules.method import DefectMethod
 from workflow.pictures import save_heatmap_panel
@@ -38,7 +39,7 @@ def iter_images(files: Sequence[Path], root: Path, mode: str, size: Sequence[int
     for path in files:
         original, tensor = load_image(path, mode, size)
         if min(tensor.shape[-2:]) < min_side:
-            raise ValueError(f"{path} is {tensor.shape[-1]}x{tensor.shape[-2]}: this model needs at least "
+            raise DatasetError(f"{path} is {tensor.shape[-1]}x{tensor.shape[-2]}: this model needs at least "
                              f"{min_side} pixels a side (resize it, or predict with resize=trained)")
         yield LoadedImage(path.relative_to(root).as_posix(), original, tensor)
 
