@@ -30,6 +30,7 @@ from datamodules import DatasetError, KolektorSDDDataModule
 from datamodules.checks import check_data_args
 from datamodules.dagm import read_dagm_labels
 from datamodules.folder import list_folder_samples
+from datamodules.header_check import header_size
 from datamodules.sampling import BalancedBatchSampler
 from datamodules.splits import ksdd_split_from_pickle, load_split_pickle
 from datamodules.synthetic import write_dagm, write_folder, write_kolektor_like, write_neu_cls
@@ -250,6 +251,30 @@ def test_unreadable_image(fresh_kolektor: Path) -> None:
     (fresh_kolektor / "kos04" / "Part0.jpg").write_bytes(b"not a jpeg")
     with pytest.raises(DatasetError, match=r"cannot read image .*kos04/Part0\.jpg"):
         make_dm(fresh_kolektor).setup()
+
+
+def test_an_image_cut_short_is_refused_before_training(fresh_kolektor: Path) -> None:
+    """A JPEG without its end (an interrupted copy; its header still reads) is found by the check before training,
+    not by the loader after it."""
+    path = fresh_kolektor / "kos05" / "Part1.jpg"
+    path.write_bytes(path.read_bytes()[:-200])
+    with pytest.raises(DatasetError, match=r"cannot read image .*kos05/Part1\.jpg: image file is truncated"):
+        make_dm(fresh_kolektor).setup()
+
+
+def test_whole_files_pass_the_check_and_cut_ones_do_not(tmp_path: Path) -> None:
+    """Whole PNG and JPEG files pass, also a JPEG with bytes after its end marker (some writers pad); a PNG or a
+    JPEG cut short is a DatasetError naming it."""
+    pixels = np.random.default_rng(0).integers(0, 256, (40, 30), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "a.png")
+    Image.fromarray(pixels).save(tmp_path / "b.jpg")
+    (tmp_path / "c.jpg").write_bytes((tmp_path / "b.jpg").read_bytes() + b"\x00" * 100)
+    assert [header_size(tmp_path / n, "image") for n in ("a.png", "b.jpg", "c.jpg")] == [(30, 40)] * 3
+    for name in ("a.png", "b.jpg"):
+        data = (tmp_path / name).read_bytes()
+        (tmp_path / f"cut_{name}").write_bytes(data[: len(data) // 2])
+        with pytest.raises(DatasetError, match=rf"cannot read mask .*cut_{name}"):
+            header_size(tmp_path / f"cut_{name}", "mask")
 
 
 def test_num_defective_larger_than_available(fresh_kolektor: Path) -> None:
