@@ -6,6 +6,8 @@ Failures a user should hear about at the end of a run (``workflow.run_warnings``
 * pseudo-labels that never change: every reassignment reproduced the previous one (NMI to it at least
   :data:`STUCK_NMI`), so training the network did not move the clustering (e.g. a texture descriptor, which does not
   move with the network, decides it);
+* a classifier that leaves clusters empty on the test images (:func:`empty_test_clusters_warning`): it uses fewer
+  clusters than it was trained on (a collapsed head, or test images unlike the training images);
 * clusters that look merged: at a reassignment the partition changed sharply (NMI to the previous assignment below
   :data:`SHARP_NMI`) and the largest cluster grew by at least :data:`MERGE_GROWTH` times. On NEU (3-fold run of
   ``cluster_neu_cpu``, ``benchmarks/notes/cluster_neu_cpu.md``) one such step merged two classes for good (the
@@ -68,6 +70,22 @@ def merged_clusters_warning(history: Sequence[dict]) -> str | None:
     return (f"at step {after['step']} the pseudo-labels changed sharply (NMI to the previous assignment "
             f"{after['nmi_to_previous']:.3f}) and the largest cluster grew from {max(before['sizes'])} to "
             f"{max(after['sizes'])} images: k-means may have merged classes{weight}")
+
+
+#: test images per cluster from which on an empty cluster on the test images is a warning (fewer: it may be chance)
+TEST_IMAGES_PER_CLUSTER = 2
+
+
+def empty_test_clusters_warning(sizes: Sequence[int]) -> str | None:
+    """A message where the trained classifier left clusters empty on the test images (``sizes``: test images per
+    cluster), where there are at least :data:`TEST_IMAGES_PER_CLUSTER` test images per cluster."""
+    n, k = sum(sizes), len(sizes)
+    empty = sum(1 for size in sizes if size == 0)
+    if not empty or n < TEST_IMAGES_PER_CLUSTER * k:
+        return None
+    return (f"on the {n} test images the classifier used {k - empty} of its {k} clusters (the largest took "
+            f"{max(sizes) / n:.0%}): its head collapsed, or the test images differ from the training images; "
+            "train longer, or check model.num_clusters")
 
 
 def clustering_warnings(history: Sequence[dict], num_clusters: int) -> list[str]:

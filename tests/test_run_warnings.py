@@ -9,6 +9,7 @@ from clustering.health import (
     STUCK_NMI,
     clustering_warnings,
     empty_cluster_warning,
+    empty_test_clusters_warning,
     merged_clusters_warning,
     stuck_labels_warning,
 )
@@ -52,6 +53,14 @@ def test_a_sharp_change_that_grows_the_largest_cluster_is_a_merge_warning() -> N
     assert merged_clusters_warning(fold0) is None
     grown_but_gradual = [record(0, [200, 200, 200]), record(50, [320, 140, 140], 0.95)]
     assert merged_clusters_warning(grown_but_gradual) is None
+
+
+def test_a_classifier_leaving_clusters_empty_on_the_test_images_is_a_warning() -> None:
+    """The debug run of cluster_folder_cpu a trial user made: 4 of 6 clusters empty on 240 test images."""
+    message = empty_test_clusters_warning([226, 0, 0, 14, 0, 0])
+    assert message is not None and "used 2 of its 6 clusters" in message and "largest took 94%" in message
+    assert empty_test_clusters_warning([40, 40, 40, 40, 40, 40]) is None
+    assert empty_test_clusters_warning([3, 2, 0, 0, 1, 0]) is None  # 6 images for 6 clusters: empties by chance
 
 
 def test_warnings_are_kept_once_per_module_and_listed_by_fold_in_metrics_json(tmp_path: Path) -> None:

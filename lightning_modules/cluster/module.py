@@ -18,12 +18,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from clustering.health import empty_test_clusters_warning
 from datamodules.views import BatchedMultiCropViews
 from lightning_modules.cluster.backbone import backbone_from_config
 from lightning_modules.cluster.plan import PseudoLabelViews
 from lightning_modules.method import DefectMethod, from_config, register_method
-from metrics.clustering import ClusteringMetrics, pooled_summary
+from metrics.clustering import ClusteringMetrics, cluster_sizes, pooled_summary
 from workflow.errors import SettingError
+from workflow.run_warnings import add_warning
 
 
 @register_method("cluster")
@@ -236,6 +238,9 @@ class ClusteringModule(DefectMethod):
         metrics.update(getattr(self, "training_summary", {}))  # what the pseudo-label callback chose, if anything
         metrics.update(getattr(self, "last_validation", {}))
         clusters, targets, ids = self.test_metrics.gathered()
+        collapsed = empty_test_clusters_warning(cluster_sizes(clusters, self.hparams.num_clusters)["cluster_sizes"])
+        if collapsed:
+            add_warning(self, collapsed)
         self.fold_result = {"metrics": metrics, "classes": self.classes(),
                             "per_image": {"ids": ids.cpu(), "target": targets.cpu(), "cluster": clusters.cpu()}}
         self.log_dict({f"test/{k}": float(v) for k, v in metrics.items() if isinstance(v, int | float)},
