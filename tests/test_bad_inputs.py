@@ -11,9 +11,11 @@ import pickle
 import signal
 import subprocess
 import sys
+import time
 import warnings
 import zipfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
 import numpy as np
@@ -40,7 +42,7 @@ from tests.inference_helpers import cluster_checkpoint
 from tests.test_kolektor_datamodule import make_dm
 from workflow.errors import SettingError
 from workflow.failure import FULL_ERROR_HINT, SIGTERM_EXIT, interruption_message, resume_command
-from workflow.progress import ProgressLog, duration
+from workflow.progress import MAX_SILENCE_S, ProgressLog, duration
 from workflow.quiet import NoiseFilter, quiet_third_party
 from workflow.report import write_report
 from workflow.run_checks import fold_guards
@@ -464,12 +466,25 @@ def test_pooled_row_shows_metrics_averaged_over_folds(tmp_path: Path) -> None:
 def test_progress_line_has_step_stage_elapsed_and_eta() -> None:
     progress = ProgressLog(every_n_steps=10, fold=1)
     progress.total, progress.start_step = 100, 0
-    progress.start_time -= 0  # monotonic 0: elapsed is the clock itself; only the format is checked here
+    progress.start_time = 0.0  # monotonic 0: elapsed is the clock itself; only the format is checked here
     line = progress.line(50, "decision")
     assert line.startswith("step 50/100 (50%), stage decision, ") and "elapsed, ETA " in line
     assert duration(3725) == "1h02m" and duration(192) == "3m12s" and duration(45) == "45s"
     with pytest.raises(ValueError, match="progress_every"):
         ProgressLog(every_n_steps=-1)
+
+
+def test_a_slow_fold_gets_a_progress_line_after_two_minutes_without_one(caplog: pytest.LogCaptureFixture) -> None:
+    progress = ProgressLog(every_n_steps=100, fold=0)
+    trainer = SimpleNamespace(global_step=7, max_steps=1000, is_global_zero=True)
+    progress.every, progress.start_time = 100, time.monotonic()
+    progress.last_line = progress.start_time
+    with caplog.at_level(logging.INFO, logger="workflow.progress"):
+        progress.on_train_batch_end(trainer, object(), None, None, 6)  # step 7 of every 100, just after a line
+        assert not caplog.records
+        progress.last_line -= MAX_SILENCE_S
+        progress.on_train_batch_end(trainer, object(), None, None, 6)
+    assert [r.getMessage() for r in caplog.records][0].startswith("fold 0: step 7/1000 (0%)")
 
 
 def test_setting_error_is_a_value_error() -> None:

@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 #: lines per fold when ``every_n_steps`` is not given
 DEFAULT_LINES = 20
+#: a line at least this often (seconds), whatever ``every_n_steps`` says: a slow CPU is not silent for long
+MAX_SILENCE_S = 120.0
 #: in a resumed fold's folder: the step it resumed at and the training seconds before
 RESUMED_FILE = "resumed.json"
 
@@ -62,7 +64,8 @@ def stage_name(pl_module: L.LightningModule, step: int) -> str | None:
 
 class ProgressLog(L.Callback):
     """Log the fold's step count when training starts, then step, stage, elapsed time and ETA every
-    ``every_n_steps`` steps (``None``: about :data:`DEFAULT_LINES` lines per fold; 0: only the start line)."""
+    ``every_n_steps`` steps (``None``: about :data:`DEFAULT_LINES` lines per fold; 0: only the start line), and
+    after :data:`MAX_SILENCE_S` seconds without a line."""
 
     def __init__(self, every_n_steps: int | None = None, fold: int | None = None) -> None:
         if every_n_steps is not None and every_n_steps < 0:
@@ -73,12 +76,13 @@ class ProgressLog(L.Callback):
         self.every = 0
         self.start_step = 0
         self.start_time: float | None = None
+        self.last_line = 0.0
         self.before_s = 0.0  # training seconds of the runs before a resume (from the checkpoint)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.total = total_steps(trainer)
         self.start_step = trainer.global_step
-        self.start_time = time.monotonic()
+        self.start_time = self.last_line = time.monotonic()
         every = self.every_n_steps if self.every_n_steps is not None else max(1, self.total // DEFAULT_LINES)
         self.every = every
         if trainer.is_global_zero:
@@ -104,9 +108,11 @@ class ProgressLog(L.Callback):
                            batch_idx: int) -> None:
         step = trainer.global_step
         self.total = total_steps(trainer)  # a weak stage 1 rerun (model.dark_restarts) lengthens the fit
-        if not trainer.is_global_zero or not self.every or not (step % self.every == 0 or step == self.total):
+        if not trainer.is_global_zero or not self.every:
             return
-        log.info("%s%s", self.prefix, self.line(step, stage_name(pl_module, step - 1)))
+        if step % self.every == 0 or step == self.total or time.monotonic() - self.last_line >= MAX_SILENCE_S:
+            self.last_line = time.monotonic()
+            log.info("%s%s", self.prefix, self.line(step, stage_name(pl_module, step - 1)))
 
     def line(self, step: int, stage: str | None) -> str:
         """``step 200/2250 (9%), stage decision, 3m12s elapsed, ETA 32m``."""
