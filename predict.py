@@ -50,6 +50,10 @@ def resolve_threshold(option: float | str | None, model: TrainedModel) -> tuple[
         return None, "none"
     if option == "auto":
         threshold = model.fixed_threshold()
+        if threshold is None:
+            log.warning("threshold=auto: no fixed_threshold for this checkpoint's fold (no metrics.json in the run "
+                        "folder above %s, e.g. an interrupted run): no label column; give threshold=<number>",
+                        model.checkpoint)
         return threshold, ("fold fixed_threshold in metrics.json" if threshold is not None else "none")
     return float(option), "option"
 

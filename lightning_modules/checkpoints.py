@@ -25,6 +25,7 @@ from torch import nn
 
 from callbacks.config_in_checkpoint import CONFIG_KEY
 from lightning_modules.method import METHOD_KEY, DefectMethod, method_class
+from workflow.gathering import FOLD_RESULT_FILE, load_fold_result
 
 if TYPE_CHECKING:
     from datamodules.base import DefectDataModule
@@ -136,13 +137,19 @@ class TrainedModel:
 
     def fixed_threshold(self) -> float | None:
         """The fold's threshold fixed on its training images (``fixed_threshold`` of this fold in
-        ``<run>/metrics.json``, written at the end of ``train.py``), or ``None`` where it is not found."""
-        if self.run_dir is None or self.fold is None or not (self.run_dir / "metrics.json").is_file():
+        ``<run>/metrics.json``, written at the end of ``train.py``, or in the fold's own ``fold_result.pt``, written
+        when its test ended, also in a run stopped later), or ``None`` where it is not found."""
+        if self.run_dir is None or self.fold is None:
             return None
-        report = json.loads((self.run_dir / "metrics.json").read_text())
-        for fold in report.get("folds", []):
-            if fold.get("fold") == self.fold and fold.get("fixed_threshold") is not None:
-                return float(fold["fixed_threshold"])
+        if (self.run_dir / "metrics.json").is_file():
+            report = json.loads((self.run_dir / "metrics.json").read_text())
+            for fold in report.get("folds", []):
+                if fold.get("fold") == self.fold and fold.get("fixed_threshold") is not None:
+                    return float(fold["fixed_threshold"])
+        fold_dir = self.run_dir / f"fold{self.fold}"
+        if (fold_dir / FOLD_RESULT_FILE).is_file():
+            threshold = load_fold_result(fold_dir).get("metrics", {}).get("fixed_threshold")
+            return float(threshold) if threshold is not None else None
         return None
 
     def datamodule(self, overrides: Sequence[str] = ()) -> DefectDataModule:

@@ -169,6 +169,11 @@ def test_the_run_folder_above_the_checkpoint_gives_the_folds_threshold(weak_run:
     rows = predict.run(predict_cfg(ckpt, folder, tmp_path / "out", overlays=False, resize=list(WEAK_SIZE)))
     assert [r["label"] for r in rows] == [int(r["probability"] >= 0.25) for r in rows]
     assert json.loads((tmp_path / "out" / "predict_info.json").read_text())["threshold"] == 0.25
+    # a run stopped after this fold's test: no metrics.json, the fold's own result file gives the threshold
+    (run / "metrics.json").unlink()
+    assert model.fixed_threshold() is None
+    torch.save({"metrics": {"fixed_threshold": 0.5}}, run / "fold1" / "fold_result.pt")
+    assert model.fixed_threshold() == 0.5
 
 
 def test_cluster_predictions_are_the_argmax_and_max_softmax(images, tmp_path: Path) -> None:
