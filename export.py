@@ -33,11 +33,11 @@ from lightning_modules.exporters import (
 from lightning_modules.method import exportable_methods
 from workflow.errors import SettingError
 from workflow.failure import reported_failures
+from workflow.quiet import quiet_third_party
 
 log = logging.getLogger(__name__)
 
 #: the ONNX exporter's libraries log every graph pass at INFO
-QUIET_LOGGERS = ("onnx_ir", "onnxscript")
 #: a second check size for dynamic exports: this much larger than the example (H, W), and a batch of 2
 EXTRA_CHECK = (24, 40)
 
@@ -118,8 +118,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="export")
 def main(cfg: DictConfig) -> None:
-    for name in QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
+    quiet_third_party()
     with reported_failures(cfg.output_dir):  # status and error in run_info.json; project errors as one line
         run(cfg)
 

@@ -25,6 +25,7 @@ from workflow.errors import SettingError
 from workflow.failure import reported_failures
 from workflow.inference_backends import CALIBRATED_BACKENDS, with_backend
 from workflow.prediction import predict_files, write_rows
+from workflow.quiet import quiet_third_party
 from workflow.screening import screen_images
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,7 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
+    quiet_third_party()
     with reported_failures(cfg.output_dir):
         run(cfg)
 

@@ -3,7 +3,8 @@
 Filtered: PyTorch's ``isinstance(treespec, LeafSpec) is deprecated`` (raised inside Lightning), Lightning's
 ``Total length of ... across ranks is zero`` (an empty validation loader when no validation data is held out; an
 empty *training* loader is refused by :mod:`datamodules.checks` instead), Lightning's ``weights_only was not set``
-(a checkpoint saved by a library callback) and its tips advertising other products.
+(a checkpoint saved by a library callback) and its tips advertising other products; the ONNX exporter's INFO lines
+(``onnxscript``, ``onnx_ir``: hundreds per export, in predict.py and export.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ WARNINGS: tuple[tuple[str, type[Warning]], ...] = (
 )
 #: log messages (substrings) dropped
 LOG_NOISE: tuple[str, ...] = ("💡 Tip:", "`weights_only` was not set", "across ranks is zero")
+#: loggers of which only warnings and errors are shown
+QUIET_LOGGERS = ("onnx_ir", "onnxscript")
 
 
 class NoiseFilter(logging.Filter):
@@ -33,6 +36,8 @@ def quiet_third_party() -> None:
     """Install the warning filters and put :class:`NoiseFilter` on every configured log handler (idempotent)."""
     for message, category in WARNINGS:
         warnings.filterwarnings("ignore", message=message, category=category)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
     loggers = [logging.getLogger(), *(v for v in logging.Logger.manager.loggerDict.values()
                                        if isinstance(v, logging.Logger))]
     for logger in loggers:
