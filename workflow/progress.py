@@ -116,7 +116,7 @@ class ProgressLog(L.Callback):
 
     def line(self, step: int, stage: str | None) -> str:
         """``step 200/2250 (9%), stage decision, 3m12s elapsed, ETA 32m``."""
-        elapsed = time.monotonic() - (self.start_time or time.monotonic())
+        elapsed = time.monotonic() - self.start_time if self.start_time is not None else 0.0
         done = step - self.start_step
         parts = [f"step {step}/{self.total}" + (f" ({100 * step // self.total}%)" if self.total else "")]
         if stage:
