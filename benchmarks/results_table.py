@@ -48,6 +48,11 @@ How to read them:
 """
 
 
+def short_commit(commit: str) -> str:
+    """12 hex digits of each commit (a result pooled from runs of several commits joins them with +)."""
+    return "+".join(c[:12] for c in str(commit).split("+"))
+
+
 def flatten(metrics: dict, prefix: str = "") -> dict[str, float]:
     """The numbers of a nested ``metrics`` dict under dotted keys (``seconds.cluster_train_step.32-true``)."""
     flat: dict[str, float] = {}
@@ -82,7 +87,8 @@ def row(path: Path, link_prefix: str) -> str:
     pooled, folds = figures(r["method"], r["metrics"])
     was = f" (wrote itself as `{r['former_name']}`)" if "former_name" in r else ""
     return (f"| [`{path.name}`]({link_prefix}{path.name}){was} | {method_label(r['method'])} | {r['selection']} | "
-            f"{pooled} | {folds} | {r['wall_s']:.0f} s | {r['device']} | {r['commit'][:12]} | {r['date'][:10]} |")
+            f"{pooled} | {folds} | {r['wall_s']:.0f} s | {r['device']} | {short_commit(r['commit'])} | "
+            f"{r['date'][:10]} |")
 
 
 def page() -> str:
