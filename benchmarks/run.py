@@ -83,9 +83,9 @@ def main(argv: list[str] | None = None) -> None:
     else:
         commit = require_clean_tree("benchmarks/run.py", args.allow_dirty, ROOT)
         overrides = args.overrides
+        planned = planned_config(overrides) if earlier else None
         for other in earlier:  # before hours of training: the runs to pool with must be of this setting
-            check_same_setting(planned_config(overrides), run_config(other), f"{other} differs from this run",
-                               unset_matches=True)
+            check_same_setting(planned, run_config(other), f"{other} differs from this run", unset_matches=True)
         run_dir = ROOT / "outputs" / "benchmarks" / f"{args.name}_{dt.datetime.now():%Y%m%d_%H%M%S}"
         command = [sys.executable, "train.py", *overrides, f"hydra.run.dir={run_dir}"]
         start = time.perf_counter()
