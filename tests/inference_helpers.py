@@ -66,6 +66,28 @@ def train_weak(run_dir: Path) -> tuple[Path, DictConfig]:
     return checkpoints / "stage3-joint.ckpt", cfg
 
 
+def train_baseline(run_dir: Path, steps: int = 2) -> Path:
+    """A ``steps``-step baseline run (fold 0) on the same kind of data: ``<run_dir>/fold0/checkpoints/last.ckpt``
+    with the config inside, as train.py writes it."""
+    data_root = write_kolektor_like(run_dir / "data" / "ksdd", num_folders=6, parts_per_folder=2, size=WEAK_SIZE,
+                                    seed=4)
+    overrides = ["experiment=baseline_kolektor_cpu", "logger=none", f"paths.root_dir={run_dir}",
+                 f"paths.output_dir={run_dir}", f"data.root={data_root}",
+                 f"data.image_size=[{WEAK_SIZE[0]},{WEAK_SIZE[1]}]", f"model.max_steps={steps}",
+                 "model.warmup_steps=1", "data.num_workers=0", "data.official_split=false"]
+    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    L.seed_everything(0)
+    datamodule = instantiate(cfg.data, fold=0)
+    model = build_method(cfg.model, cfg.optimizer)
+    checkpoints = run_dir / "fold0" / "checkpoints"
+    trainer = tiny_trainer(run_dir / "fold0", model.max_steps, [ConfigInCheckpoint(cfg)])
+    trainer.fit(model, datamodule=datamodule)
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    trainer.save_checkpoint(checkpoints / "last.ckpt")
+    return checkpoints / "last.ckpt"
+
+
 def weak_checkpoint(basetemp: Path) -> Path:
     """:func:`train_weak` once per test session (under pytest's base temp folder), shared by the test files."""
     run_dir = basetemp / "weak_run"
