@@ -3,7 +3,8 @@
 The CPU presets switch Lightning's progress bar off (a bar redrawn with carriage returns is noise in a log file);
 :class:`ProgressLog` keeps something moving: the step count the fold will run at its start, then a line every
 ``every_n_steps`` steps (about 20 lines per fold by default) and at the last step, through the run's logger (so
-also into Hydra's ``<run dir>/train.log``).
+also into Hydra's ``<run dir>/train.log``). The test phase (minutes on a CPU for a few hundred images) gets its
+batch count at its start and about :data:`TEST_LINES` lines with an ETA.
 
 It also keeps a fold's training seconds in its checkpoints, so that a fold resumed from one (``ckpt_path=``) knows
 the time spent before: written to ``<fold dir>/resumed.json`` and added to the run's and the pooled wall time
@@ -23,6 +24,8 @@ log = logging.getLogger(__name__)
 
 #: lines per fold when ``every_n_steps`` is not given
 DEFAULT_LINES = 20
+#: lines per test phase
+TEST_LINES = 10
 #: a line at least this often (seconds), whatever ``every_n_steps`` says: a slow CPU is not silent for long
 MAX_SILENCE_S = 120.0
 #: in a resumed fold's folder: the step it resumed at and the training seconds before
@@ -53,6 +56,20 @@ def total_steps(trainer: L.Trainer) -> int:
     return int(estimated) if estimated != float("inf") else 0
 
 
+def test_batches(trainer: L.Trainer) -> int:
+    """The batches of this test phase over all its loaders (0 where a loader's length is unknown)."""
+    counts = trainer.num_test_batches
+    total = sum(counts) if isinstance(counts, (list, tuple)) else counts
+    return int(total) if total != float("inf") else 0
+
+
+def eta_line(done: int, total: int, elapsed: float, what: str) -> str:
+    """``<what> 200/2250 (9%), 3m12s elapsed, ETA 32m`` (``done`` of ``total`` since the start, ``elapsed`` s)."""
+    head = f"{what} {done}/{total}" + (f" ({100 * done // total}%)" if total else "")
+    tail = f", ETA {duration(elapsed / done * max(total - done, 0))}" if total and done > 0 else ""
+    return f"{head}, {duration(elapsed)} elapsed{tail}"
+
+
 def stage_name(pl_module: L.LightningModule, step: int) -> str | None:
     """The weak method's stage at ``step`` (its :class:`~lightning_modules.weak.stages.StagePlan`), else None."""
     plan = getattr(pl_module, "plan", None)
@@ -78,6 +95,9 @@ class ProgressLog(L.Callback):
         self.start_time: float | None = None
         self.last_line = 0.0
         self.before_s = 0.0  # training seconds of the runs before a resume (from the checkpoint)
+        self.test_total = 0
+        self.test_done = 0
+        self.test_start = 0.0
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.total = total_steps(trainer)
@@ -125,3 +145,21 @@ class ProgressLog(L.Callback):
         if self.total and done > 0:
             parts.append(f"ETA {duration(elapsed / done * max(self.total - step, 0))}")
         return ", ".join(parts)
+
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.test_total, self.test_done = test_batches(trainer), 0
+        self.test_start = self.last_line = time.monotonic()
+        if trainer.is_global_zero and self.every:
+            log.info("%stesting %d batches", self.prefix, self.test_total)
+
+    def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int,
+                          dataloader_idx: int = 0) -> None:
+        self.test_done += 1
+        if not trainer.is_global_zero or not self.every:
+            return
+        every = max(1, self.test_total // TEST_LINES)
+        now = time.monotonic()
+        if self.test_done % every == 0 or self.test_done == self.test_total or now - self.last_line >= MAX_SILENCE_S:
+            self.last_line = now
+            log.info("%s%s", self.prefix, eta_line(self.test_done, self.test_total, now - self.test_start,
+                                                     "testing batch"))
