@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from datamodules.archive import download, extract_once
@@ -16,10 +17,11 @@ from datamodules.checks import check_data_args, check_root
 from datamodules.dataset import SampleDataset
 from datamodules.decoded_cache import DecodedCache
 from datamodules.errors import DatasetError
-from datamodules.header_check import check_headers
+from datamodules.header_check import check_headers, upscale_warning
 from datamodules.samples import Sample
 from datamodules.splits import assign_group_folds
 from datamodules.training_plan import TrainingPlan, call_hook
+from workflow.run_warnings import add_warning
 
 
 class DefectDataModule(L.LightningDataModule):
@@ -211,10 +213,22 @@ class DefectDataModule(L.LightningDataModule):
         if not self.root.exists():
             raise DatasetError(f"dataset root {self.root} does not exist; {self.download_hint}")
         self.train_samples, self.test_samples = self.split(self.list_samples())
-        check_headers([*self.train_samples, *self.val_samples, *self.test_samples])
+        samples = [*self.train_samples, *self.val_samples, *self.test_samples]
+        message = upscale_warning(samples, check_headers(samples), self.image_size)
+        if message is not None:
+            self.warn(message)
         self.train_set = SampleDataset(self.train_samples, self.image_size, self.cache)
         self.val_set = SampleDataset(self.val_samples, self.image_size, self.cache)
         self.test_set = SampleDataset(self.test_samples, self.image_size, self.cache)
+
+    def warn(self, message: str) -> None:
+        """Warn now, and where a trainer with a module is attached (``trainer.fit`` / ``test``) keep ``message`` for
+        the end of the run and ``metrics.json`` (:func:`workflow.run_warnings.add_warning`)."""
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        if module is not None:
+            add_warning(module, message)
+        else:
+            rank_zero_warn(message)
 
     # -- loaders --------------------------------------------------------------------------------
     def _world(self) -> tuple[int, int]:

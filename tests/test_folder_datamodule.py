@@ -12,6 +12,7 @@ import sys
 import warnings
 from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -28,6 +29,7 @@ from metrics.pixel import PixelMetrics
 from tests.conftest import PROJECT_ROOT
 from tests.helpers import all_masks, compose_cfg, fold_test_sets, pair_batches
 from workflow.class_counts import class_counts, fill_class_counts
+from workflow.run_warnings import module_warnings
 
 CLASSES = ("good", "scratch", "dent")
 PER_CLASS = 3
@@ -314,3 +316,22 @@ def test_the_faint_defect_folder_reads_as_a_folder_with_a_mask_on_every_defectiv
         image = np.asarray(Image.open(s.image))
         assert mask.shape == image.shape and 0 < (mask > 0).mean() < 0.2
         assert 100 <= min(image.shape) and max(image.shape) <= 400
+
+
+def test_images_blown_up_more_than_2x_are_named(folder_data) -> None:
+    """32x32 images at data.image_size [80, 64]: 2.5x up in height, a warning that counts them and names the most
+    blown-up one; at twice their size (64x64) nothing is said."""
+    root, _ = folder_data
+    n = len(CLASSES) * PER_CLASS
+    with pytest.warns(UserWarning, match=rf"{n} of {n} images are resized up more than 2x in a side to "
+                                         r"data.image_size=\[80,64\] \(the most: .*\.png, 32x32, 2\.5x\)"):
+        make_dm(root, image_size=(80, 64)).setup()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        make_dm(root, image_size=(64, 64)).setup()
+    # in a run (a trainer with its module attached) it is also one of the run's warnings, for metrics.json
+    module, dm = SimpleNamespace(), make_dm(root, image_size=(80, 64))
+    dm.trainer = SimpleNamespace(lightning_module=module)
+    with pytest.warns(UserWarning, match="resized up"):
+        dm.setup()
+    assert len(module_warnings(module)) == 1 and "resized up more than 2x" in module_warnings(module)[0]
