@@ -142,7 +142,7 @@ class ImageDetectionModule(DefectMethod):
         metrics.update(getattr(self, "last_validation", {}))
         self.fold_result = {"metrics": metrics, "fixed_threshold": threshold,
                             "per_image": {"ids": ids.cpu(), "label": labels.long().cpu(), "score": scores.cpu(),
-                                          "score_pooled": shift_scores(scores, offset).float().cpu()}}
+                                          "score_pooled": shift_scores(scores, offset).cpu()}}  # float64
         self.log_dict({f"test/{k}": float(v) for k, v in metrics.items() if isinstance(v, int | float)},
                       rank_zero_only=True)
 

@@ -45,6 +45,6 @@ def clean_baseline_offset(scores: torch.Tensor, labels: torch.Tensor, clean_scor
 
 
 def shift_scores(scores: torch.Tensor, offset: float) -> torch.Tensor:
-    """``sigmoid(logit(scores) - offset)`` in float64 (a float32 sigmoid of a shifted logit would round the
-    scores near 0 and 1 together)."""
+    """``sigmoid(logit(scores) - offset)`` in float64; keep it so: a float32 sigmoid of a shifted logit rounds the
+    scores near 0 and 1 together (every logit above ~17 becomes 1.0), and the ties change the pooled ranking."""
     return torch.sigmoid(_logit(scores) - offset)

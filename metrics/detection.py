@@ -39,8 +39,10 @@ def false_calls_at(scores: torch.Tensor, labels: torch.Tensor, threshold: float)
 
 
 def detection_summary(scores: torch.Tensor, labels: torch.Tensor, fixed_threshold: float | None = None) -> dict:
-    """All image-level metrics of one set of predictions (see the module docstring)."""
-    scores, labels = scores.float().flatten(), labels.float().flatten()
+    """All image-level metrics of one set of predictions (see the module docstring). Scores are ranked in their own
+    precision, float32 or more (pooled scores are float64: :func:`metrics.calibration.shift_scores`)."""
+    scores = scores.flatten().to(torch.promote_types(scores.dtype, torch.float32))
+    labels = labels.float().flatten()
     positives = labels > 0.5
     out: dict = {"n_images": int(labels.numel()), "n_defective": int(positives.sum())}
     if positives.all() or not positives.any():

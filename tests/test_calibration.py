@@ -45,7 +45,7 @@ def _fold(test_logits: list[float], labels: list[int], train_clean_logits: list[
     offset = clean_baseline_offset(_scores(train_clean_logits), torch.zeros(len(train_clean_logits)))
     return {"metrics": {"pixel_auroc": 0.5, "pixel_ap": 0.1},
             "per_image": {"label": torch.tensor(labels), "score": scores,
-                          "score_pooled": shift_scores(scores, offset).float()}}
+                          "score_pooled": shift_scores(scores, offset)}}
 
 
 def test_pool_ranks_the_folds_on_their_shared_scale_and_reports_the_raw_figures() -> None:
@@ -57,3 +57,14 @@ def test_pool_ranks_the_folds_on_their_shared_scale_and_reports_the_raw_figures(
     assert pooled["fp_at_full_recall"] == 0
     assert pooled["ap_raw"] < 0.9
     assert pooled["fp_at_full_recall_raw"] == 2  # fold 1's two defect-free parts above fold 0's defect
+
+
+def test_scores_shifted_near_1_keep_their_order_in_the_pool() -> None:
+    """A fold whose shift moves its scores' logits above 17: in float32 they would all round to 1.0 and tie, and
+    the pooled best-F1 false calls of a one-fold run would differ from the fold's own; in float64 they agree."""
+    fold = _fold([5.0, 6.0, 5.5, 6.5, -3.0], [1, 1, 0, 1, 0], [-18.0, -18.2, -17.8])
+    assert fold["per_image"]["score_pooled"].dtype == torch.float64
+    assert fold["per_image"]["score_pooled"][:4].float().unique().tolist() == [1.0]  # what float32 would keep
+    assert torch.equal(torch.argsort(fold["per_image"]["score_pooled"]), torch.argsort(fold["per_image"]["score"]))
+    pooled = WeakDetectionModule.pool([fold])
+    assert pooled["ap"] == pytest.approx(pooled["ap_raw"]) and pooled["false_calls"] == pooled["false_calls_raw"] == 1
