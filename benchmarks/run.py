@@ -37,7 +37,7 @@ from lightning_modules.method import method_of  # noqa: E402
 from workflow.pool_runs import check_same_setting, pool_runs, run_config, run_overrides  # noqa: E402
 from workflow.precision import register_resolvers  # noqa: E402
 from workflow.progress import seconds_before_resume  # noqa: E402
-from workflow.run_info import require_clean_tree, write_result  # noqa: E402
+from workflow.run_info import require_clean_tree, run_info_of, write_result  # noqa: E402
 
 
 def run_method(run_dir: Path) -> str:
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
             parser.error("--from-run records a finished run: its overrides are the run's own, give none")
         run_dir = Path(args.from_run) if Path(args.from_run).is_absolute() else ROOT / args.from_run
         commit, overrides = "", run_overrides(run_dir)
-        info = json.loads((run_dir / "run_info.json").read_text()) if (run_dir / "run_info.json").is_file() else {}
+        info = run_info_of(run_dir)
         extra = {k: info[k] for k in ("device", "packages") if k in info}  # the run's machine, not this one
     else:
         commit = require_clean_tree("benchmarks/run.py", args.allow_dirty, ROOT)

@@ -19,7 +19,6 @@ from), with the training time before a resume::
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,6 +32,7 @@ from workflow.errors import SettingError
 from workflow.gathering import FOLD_RESULT_FILE, load_fold_result
 from workflow.progress import seconds_before_resume
 from workflow.report import write_report
+from workflow.run_info import run_info_of
 from workflow.run_warnings import fold_warnings
 
 #: the config sections that must be the same in every pooled run
@@ -123,7 +123,7 @@ def pool_runs(run_dirs: Sequence[str | Path], out_dir: str | Path) -> dict[str, 
     wall = 0.0
     for run_dir in runs:
         folds = finished_folds(run_dir)
-        info = json.loads((run_dir / "run_info.json").read_text()) if (run_dir / "run_info.json").is_file() else {}
+        info = run_info_of(run_dir)
         described.append({"run_dir": str(run_dir), "command": run_command(run_dir), "commit": info.get("commit"),
                           "device": info.get("device"), "folds": [fold for fold, _ in folds]})
         for fold, fold_dir in folds:

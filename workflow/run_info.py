@@ -78,6 +78,12 @@ def run_info() -> dict:
             "python": platform.python_version(), "device": device_description()}
 
 
+def run_info_of(run_dir: Path) -> dict:
+    """The ``run_info.json`` a finished run wrote (commit, packages, device), or ``{}`` where it has none."""
+    path = Path(run_dir) / "run_info.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def write_result(results_dir: Path, name: str, command: str, commit: str, wall_s: float, metrics: dict,
                  **extra: Any) -> dict[str, Any]:
     """Write and return ``<results_dir>/<name>.json``, what every benchmark result records: the command, the commit
