@@ -42,7 +42,7 @@ from tests.inference_helpers import cluster_checkpoint
 from tests.test_kolektor_datamodule import make_dm
 from workflow.errors import SettingError
 from workflow.failure import FULL_ERROR_HINT, SIGTERM_EXIT, interruption_message, resume_command
-from workflow.progress import MAX_SILENCE_S, ProgressLog, duration, eta_line
+from workflow.progress import MAX_SILENCE_S, TEST_LINE_GAP_S, ProgressLog, duration, eta_line
 from workflow.quiet import NoiseFilter, quiet_third_party
 from workflow.report import write_report
 from workflow.run_checks import fold_guards
@@ -488,19 +488,28 @@ def test_a_slow_fold_gets_a_progress_line_after_two_minutes_without_one(caplog: 
 
 
 def test_the_test_phase_prints_its_batch_count_and_an_eta(caplog: pytest.LogCaptureFixture) -> None:
-    """A CPU test phase of a few hundred images takes minutes: its batch count at the start, then about ten lines
-    with an ETA (20 batches: every 2nd)."""
+    """A CPU test phase of a few hundred images takes minutes: its batch count at the start, then up to ten lines
+    with an ETA (20 batches: every 2nd) at least 10 s apart, and the last batch; a test phase of seconds gets its
+    first and last line only."""
     progress = ProgressLog(fold=2)
     progress.every = 5
     trainer = SimpleNamespace(num_test_batches=[20], is_global_zero=True)
     with caplog.at_level(logging.INFO, logger="workflow.progress"):
         progress.on_test_start(trainer, object())
         for batch in range(20):
+            progress.last_line -= TEST_LINE_GAP_S  # a slow batch: 10 s since the last line
             progress.on_test_batch_end(trainer, object(), None, None, batch)
     lines = [r.getMessage() for r in caplog.records]
     assert lines[0] == "fold 2: testing 20 batches" and len(lines) == 11
     assert lines[1].startswith("fold 2: testing batch 2/20 (10%), ") and "elapsed, ETA " in lines[1]
     assert lines[-1].startswith("fold 2: testing batch 20/20 (100%), ")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="workflow.progress"):
+        progress.on_test_start(trainer, object())
+        for batch in range(20):
+            progress.on_test_batch_end(trainer, object(), None, None, batch)
+    assert [r.getMessage()[:34] for r in caplog.records] == ["fold 2: testing 20 batches",
+                                                             "fold 2: testing batch 20/20 (100%)"]
     assert eta_line(5, 0, 3.0, "testing batch") == "testing batch 5/0, 3s elapsed"  # length unknown: no ETA
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from lightning_modules.detection import UNDERFIT_TRAIN_AP, underfit_warning
 from metrics.detection import DetectionMetrics, best_f1_threshold, detection_summary
 
 SCORES = torch.tensor([0.9, 0.8, 0.35, 0.6, 0.3, 0.2, 0.1, 0.05])
@@ -44,3 +45,14 @@ def test_metric_collects_batches_and_drops_repeated_ids() -> None:
     metric.update(SCORES[4:], LABELS[4:], torch.arange(4, 8))
     metric.update(SCORES[:1], LABELS[:1], torch.tensor([0]))  # a DistributedSampler pad repeat
     assert metric.compute() == detection_summary(SCORES, LABELS)
+
+
+def test_a_model_that_does_not_rank_its_training_images_is_said_to_underfit() -> None:
+    """Below train AP 0.8 (the recorded runs: KolektorSDD 0.93-1.00, ELPV 0.56-0.69) a warning names the train AP
+    and chance; at or above it, or without a train AP, nothing."""
+    message = underfit_warning(0.58, 0.31)
+    assert message is not None
+    assert message.startswith("the model ranks its own training images at AP 0.58 (chance 0.31)")
+    assert "model.max_steps" in message
+    assert underfit_warning(UNDERFIT_TRAIN_AP, 0.31) is None and underfit_warning(0.99, 0.2) is None
+    assert underfit_warning(float("nan"), 0.2) is None

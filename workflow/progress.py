@@ -4,7 +4,8 @@ The CPU presets switch Lightning's progress bar off (a bar redrawn with carriage
 :class:`ProgressLog` keeps something moving: the step count the fold will run at its start, then a line every
 ``every_n_steps`` steps (about 20 lines per fold by default) and at the last step, through the run's logger (so
 also into Hydra's ``<run dir>/train.log``). The test phase (minutes on a CPU for a few hundred images) gets its
-batch count at its start and about :data:`TEST_LINES` lines with an ETA.
+batch count at its start, then up to :data:`TEST_LINES` lines with an ETA, at least :data:`TEST_LINE_GAP_S` apart,
+and its last batch.
 
 It also keeps a fold's training seconds in its checkpoints, so that a fold resumed from one (``ckpt_path=``) knows
 the time spent before: written to ``<fold dir>/resumed.json`` and added to the run's and the pooled wall time
@@ -26,6 +27,8 @@ log = logging.getLogger(__name__)
 DEFAULT_LINES = 20
 #: lines per test phase
 TEST_LINES = 10
+#: seconds at least between two test-phase lines (a test phase of seconds gets its start and end line only)
+TEST_LINE_GAP_S = 10.0
 #: a line at least this often (seconds), whatever ``every_n_steps`` says: a slow CPU is not silent for long
 MAX_SILENCE_S = 120.0
 #: in a resumed fold's folder: the step it resumed at and the training seconds before
@@ -159,7 +162,8 @@ class ProgressLog(L.Callback):
             return
         every = max(1, self.test_total // TEST_LINES)
         now = time.monotonic()
-        if self.test_done % every == 0 or self.test_done == self.test_total or now - self.last_line >= MAX_SILENCE_S:
+        due = self.test_done % every == 0 and now - self.last_line >= TEST_LINE_GAP_S
+        if due or self.test_done == self.test_total or now - self.last_line >= MAX_SILENCE_S:
             self.last_line = now
             log.info("%s%s", self.prefix, eta_line(self.test_done, self.test_total, now - self.test_start,
                                                      "testing batch"))
