@@ -1,9 +1,9 @@
 """Test-fold image-level AP of a trained detection model in int8 (``predict.py backend=onnx_int8``) and float32 ONNX.
 
-    nice -n 19 python benchmarks/int8_accuracy.py --checkpoint <run>/fold<k>/checkpoints/<final>.ckpt \\
+    nice -n 19 python benchmarks/int8_accuracy.py --checkpoint <run>/fold<k>/checkpoints/last.ckpt \\
         [data.<key>=<value> ...]
 
-Any exportable method's checkpoint (the weak model's ``stage3-joint.ckpt``, the baseline's ``last.ckpt``). The
+Any exportable method's trained model (``last.ckpt`` after a finished run; the weak method's stage files too). The
 model and its fold's data are rebuilt from the checkpoint (:func:`load_trained_model`; the stored ``data``
 config with the ``data.*`` overrides given, as to ``train.py``). The method's own export target (what predict.py
 exports) is exported to ONNX once; the int8 file is that file quantised as predict.py quantises it

@@ -65,7 +65,7 @@ def upscale_warning(samples: Sequence[Sample], sizes: Sequence[tuple[int, int]],
                     image_size: Sequence[int] | None) -> str | None:
     """A message where images are resized up by more than :data:`UPSCALE_LIMIT` in a side to ``image_size``
     (H, W): blown up, a small part's texture and its defects blur, and the network sees no detail the file lacks.
-    ``None`` where no image is, or at native size (``image_size`` None)."""
+    ``None`` where none is resized up that much, or at native size (``image_size`` None)."""
     if image_size is None:
         return None
     height, width = int(image_size[0]), int(image_size[1])
