@@ -15,6 +15,7 @@ from pathlib import Path
 
 import hydra
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import Logger
@@ -71,18 +72,21 @@ def build_fold(
 
 
 def write_predictions(path: Path, datamodule: L.LightningDataModule, per_image: dict) -> None:
-    """One row per test image: its name and the module's per-image columns (e.g. label and score); floats with 9
-    significant digits, so that a float32 score reads back exactly (metrics recomputed from the file agree)."""
+    """One row per test image: its name and the module's per-image columns (e.g. label and score); floats with the
+    digits that read back exactly (9 for float32, 17 for float64 such as ``score_pooled``), so that metrics
+    recomputed from the file agree."""
     path.parent.mkdir(parents=True, exist_ok=True)
     # under ddp_spawn this process never ran setup(): list the fold's samples (no decoding)
     samples = datamodule.test_samples or datamodule.split(datamodule.list_samples())[1]
     columns = [k for k in per_image if k != "ids"]
+    formats = [".17g" if per_image[c].dtype == torch.float64 else ".9g" for c in columns]
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["name", *columns])
         for row, i in enumerate(per_image["ids"].tolist()):
             values = [per_image[c][row].item() for c in columns]
-            writer.writerow([samples[i].name, *(f"{v:.9g}" if isinstance(v, float) else v for v in values)])
+            writer.writerow([samples[i].name, *(format(v, f) if isinstance(v, float) else v
+                                                for v, f in zip(values, formats, strict=True))])
 
 
 def check_multirun_strategy(cfg: DictConfig) -> None:

@@ -90,7 +90,8 @@ def measure(checkpoint: Path, overrides: Sequence[str], n_calibration: int) -> d
     with tempfile.TemporaryDirectory() as work:
         model.module.net.cpu().eval()
         target = model.module.export_target()
-        fp32 = export_file(target, "onnx", calibration[:1], Path(work) / "model.onnx")
+        fixed = min(size) < target.min_side  # every test image has the training size (as predict.py's one_size)
+        fp32 = export_file(target, "onnx", calibration[:1], Path(work) / "model.onnx", fixed)
         int8 = quantize_int8(fp32, Path(work) / "model_int8.onnx", calibration, keep_float=target.float_layers)
         output = target.output_names.index("probability")
         scores = {name: probabilities(onnx_session_runner(path), test, mode, size, output)

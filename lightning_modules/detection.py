@@ -49,11 +49,11 @@ class DetectionInference(nn.Module):
 
 def underfit_warning(train_ap: float, defective_share: float) -> str | None:
     """A message where the model ranks its own training images below :data:`UNDERFIT_TRAIN_AP` AP: it fits the
-    labels it was trained on poorly, so the test figures cannot be much better (``defective_share`` is chance AP)."""
+    labels it was trained on poorly (``defective_share`` is chance AP)."""
     if math.isnan(train_ap) or train_ap >= UNDERFIT_TRAIN_AP:
         return None
     return (f"the model ranks its own training images at AP {train_ap:.2f} (chance {defective_share:.2f}): it fits its "
-            f"training labels poorly, so its test figures cannot be much better. More steps (model.max_steps, or the "
+            f"training labels poorly. More steps (model.max_steps, or the "
             f"weak stages' iterations), a larger data.image_size where defects are small, or a look at doubtful "
             f"labels may help")
 

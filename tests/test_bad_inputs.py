@@ -491,8 +491,7 @@ def test_the_test_phase_prints_its_batch_count_and_an_eta(caplog: pytest.LogCapt
     """A CPU test phase of a few hundred images takes minutes: its batch count at the start, then up to ten lines
     with an ETA (20 batches: every 2nd) at least 10 s apart, and the last batch; a test phase of seconds gets its
     first and last line only."""
-    progress = ProgressLog(fold=2)
-    progress.every = 5
+    progress = ProgressLog(fold=2)  # no training hook ran: a test of a finished fit (train=false, resumed)
     trainer = SimpleNamespace(num_test_batches=[20], is_global_zero=True)
     with caplog.at_level(logging.INFO, logger="workflow.progress"):
         progress.on_test_start(trainer, object())
@@ -511,6 +510,14 @@ def test_the_test_phase_prints_its_batch_count_and_an_eta(caplog: pytest.LogCapt
     assert [r.getMessage()[:34] for r in caplog.records] == ["fold 2: testing 20 batches",
                                                              "fold 2: testing batch 20/20 (100%)"]
     assert eta_line(5, 0, 3.0, "testing batch") == "testing batch 5/0, 3s elapsed"  # length unknown: no ETA
+    caplog.clear()
+    quiet = ProgressLog(every_n_steps=0, fold=2)  # progress_every=0: the start lines only
+    with caplog.at_level(logging.INFO, logger="workflow.progress"):
+        quiet.on_test_start(trainer, object())
+        for batch in range(20):
+            quiet.last_line -= TEST_LINE_GAP_S
+            quiet.on_test_batch_end(trainer, object(), None, None, batch)
+    assert [r.getMessage() for r in caplog.records] == ["fold 2: testing 20 batches"]
 
 
 def test_setting_error_is_a_value_error() -> None:

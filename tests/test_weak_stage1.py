@@ -79,6 +79,7 @@ def test_stage1_q_goes_into_the_fold_result_and_a_dark_stage_into_its_warnings(k
     q = 1 / (1 + math.exp(-bias))
     metrics = model.fold_result["metrics"]
     assert (metrics["stage1_q_defective"], metrics["stage1_q_clean"]) == pytest.approx((q, q), abs=1e-6)
+    assert model.fold_result["per_image"]["score_pooled"].dtype == torch.float64  # no float32 ties when pooling
     saved = load_fold_result(tmp_path)
     assert saved["metrics"]["stage1_q_defective"] == pytest.approx(q, abs=1e-6)
     stage1 = [w for w in saved["warnings"] if "'localization'" in w]

@@ -150,15 +150,16 @@ class ProgressLog(L.Callback):
         return ", ".join(parts)
 
     def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Also where no training ran in this process (``train=false``, a resume of a finished fit)."""
         self.test_total, self.test_done = test_batches(trainer), 0
         self.test_start = self.last_line = time.monotonic()
-        if trainer.is_global_zero and self.every:
+        if trainer.is_global_zero:
             log.info("%stesting %d batches", self.prefix, self.test_total)
 
     def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int,
                           dataloader_idx: int = 0) -> None:
         self.test_done += 1
-        if not trainer.is_global_zero or not self.every:
+        if not trainer.is_global_zero or self.every_n_steps == 0:  # 0: start lines only
             return
         every = max(1, self.test_total // TEST_LINES)
         now = time.monotonic()
