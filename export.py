@@ -37,7 +37,6 @@ from workflow.quiet import quiet_third_party
 
 log = logging.getLogger(__name__)
 
-#: the ONNX exporter's libraries log every graph pass at INFO
 #: a second check size for dynamic exports: this much larger than the example (H, W), and a batch of 2
 EXTRA_CHECK = (24, 40)
 

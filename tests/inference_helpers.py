@@ -40,52 +40,56 @@ def save_with_lightning(model: L.LightningModule, path: Path) -> Path:
     return path
 
 
+def tiny_kolektor(run_dir: Path) -> Path:
+    """12 generated parts in the KolektorSDD layout at :data:`WEAK_SIZE`, under ``run_dir/data/ksdd``."""
+    return write_kolektor_like(run_dir / "data" / "ksdd", num_folders=6, parts_per_folder=2, size=WEAK_SIZE, seed=4)
+
+
+def compose_run(run_dir: Path, data_root: Path, overrides: list[str]) -> DictConfig:
+    """``conf/train.yaml`` composed with ``overrides``, writing under ``run_dir``, reading ``data_root`` at
+    :data:`WEAK_SIZE`, without a logger."""
+    common = ["logger=none", f"paths.root_dir={run_dir}", f"paths.output_dir={run_dir}", f"data.root={data_root}",
+              f"data.image_size=[{WEAK_SIZE[0]},{WEAK_SIZE[1]}]"]
+    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
+        return compose("train", overrides=[*overrides, *common])
+
+
+def fit_fold0(cfg: DictConfig, run_dir: Path, callbacks: list[L.Callback]) -> L.Trainer:
+    """Fold 0 of ``cfg`` trained as train.py builds it (seed 0), in ``run_dir/fold0``; the trainer after ``fit``."""
+    L.seed_everything(0)
+    datamodule = instantiate(cfg.data, fold=0)
+    model = build_method(cfg.model, cfg.optimizer)
+    trainer = tiny_trainer(run_dir / "fold0", model.max_steps, [*callbacks, ConfigInCheckpoint(cfg)])
+    trainer.fit(model, datamodule=datamodule)
+    return trainer
+
+
 def weak_config(run_dir: Path, data_root: Path) -> DictConfig:
     """``experiment=demo debug=fast`` composed from ``conf/``, shrunk: 64x64 images, 1 step a stage."""
-    overrides = ["experiment=demo", "debug=fast", "logger=none", f"paths.root_dir={run_dir}",
-                 f"paths.output_dir={run_dir}", f"data.root={data_root}",
-                 f"data.image_size=[{WEAK_SIZE[0]},{WEAK_SIZE[1]}]",
-                 "model.net.lnet_wide=8", "model.stages.0.iterations=1", "model.stages.1.iterations=1",
-                 "model.stages.2.iterations=1"]
-    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
-        return compose("train", overrides=overrides)
+    return compose_run(run_dir, data_root, ["experiment=demo", "debug=fast", "model.net.lnet_wide=8",
+                                            "model.stages.0.iterations=1", "model.stages.1.iterations=1",
+                                            "model.stages.2.iterations=1"])
 
 
 def train_weak(run_dir: Path) -> tuple[Path, DictConfig]:
     """A 3-step weak run (fold 0): ``<run_dir>/fold0/checkpoints/stage3-joint.ckpt`` with the config inside."""
-    data_root = write_kolektor_like(run_dir / "data" / "ksdd", num_folders=6, parts_per_folder=2, size=WEAK_SIZE,
-                                    seed=4)
-    cfg = weak_config(run_dir, data_root)
-    L.seed_everything(0)
-    datamodule = instantiate(cfg.data, fold=0)
-    model = build_method(cfg.model, cfg.optimizer)  # as train.py builds it
+    cfg = weak_config(run_dir, tiny_kolektor(run_dir))
     checkpoints = run_dir / "fold0" / "checkpoints"
-    trainer = tiny_trainer(run_dir / "fold0", model.max_steps,
-                           [StageCheckpoint(dirpath=str(checkpoints)), ConfigInCheckpoint(cfg)])
-    trainer.fit(model, datamodule=datamodule)
+    fit_fold0(cfg, run_dir, [StageCheckpoint(dirpath=str(checkpoints))])
     return checkpoints / "stage3-joint.ckpt", cfg
 
 
 def train_baseline(run_dir: Path, steps: int = 2) -> Path:
     """A ``steps``-step baseline run (fold 0) on the same kind of data: ``<run_dir>/fold0/checkpoints/last.ckpt``
     with the config inside, as train.py writes it."""
-    data_root = write_kolektor_like(run_dir / "data" / "ksdd", num_folders=6, parts_per_folder=2, size=WEAK_SIZE,
-                                    seed=4)
-    overrides = ["experiment=baseline_kolektor_cpu", "logger=none", f"paths.root_dir={run_dir}",
-                 f"paths.output_dir={run_dir}", f"data.root={data_root}",
-                 f"data.image_size=[{WEAK_SIZE[0]},{WEAK_SIZE[1]}]", f"model.max_steps={steps}",
-                 "model.warmup_steps=1", "data.num_workers=0", "data.official_split=false"]
-    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
-    L.seed_everything(0)
-    datamodule = instantiate(cfg.data, fold=0)
-    model = build_method(cfg.model, cfg.optimizer)
-    checkpoints = run_dir / "fold0" / "checkpoints"
-    trainer = tiny_trainer(run_dir / "fold0", model.max_steps, [ConfigInCheckpoint(cfg)])
-    trainer.fit(model, datamodule=datamodule)
-    checkpoints.mkdir(parents=True, exist_ok=True)
-    trainer.save_checkpoint(checkpoints / "last.ckpt")
-    return checkpoints / "last.ckpt"
+    cfg = compose_run(run_dir, tiny_kolektor(run_dir),
+                      ["experiment=baseline_kolektor_cpu", f"model.max_steps={steps}", "model.warmup_steps=1",
+                       "data.num_workers=0", "data.official_split=false"])
+    trainer = fit_fold0(cfg, run_dir, [])
+    path = run_dir / "fold0" / "checkpoints" / "last.ckpt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    trainer.save_checkpoint(path)
+    return path
 
 
 def weak_checkpoint(basetemp: Path) -> Path:

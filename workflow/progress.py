@@ -66,11 +66,16 @@ def test_batches(trainer: L.Trainer) -> int:
     return int(total) if total != float("inf") else 0
 
 
-def eta_line(done: int, total: int, elapsed: float, what: str) -> str:
-    """``<what> 200/2250 (9%), 3m12s elapsed, ETA 32m`` (``done`` of ``total`` since the start, ``elapsed`` s)."""
-    head = f"{what} {done}/{total}" + (f" ({100 * done // total}%)" if total else "")
-    tail = f", ETA {duration(elapsed / done * max(total - done, 0))}" if total and done > 0 else ""
-    return f"{head}, {duration(elapsed)} elapsed{tail}"
+def eta_line(done: int, total: int, elapsed: float, what: str, stage: str | None = None, start: int = 0) -> str:
+    """``<what> 200/2250 (9%)[, stage <stage>], 3m12s elapsed, ETA 32m``: ``done`` of ``total``, ``elapsed`` s
+    since ``start`` (the ETA from the pace since then)."""
+    parts = [f"{what} {done}/{total}" + (f" ({100 * done // total}%)" if total else "")]
+    if stage:
+        parts.append(f"stage {stage}")
+    parts.append(f"{duration(elapsed)} elapsed")
+    if total and done > start:
+        parts.append(f"ETA {duration(elapsed / (done - start) * max(total - done, 0))}")
+    return ", ".join(parts)
 
 
 def stage_name(pl_module: L.LightningModule, step: int) -> str | None:
@@ -140,14 +145,7 @@ class ProgressLog(L.Callback):
     def line(self, step: int, stage: str | None) -> str:
         """``step 200/2250 (9%), stage decision, 3m12s elapsed, ETA 32m``."""
         elapsed = time.monotonic() - self.start_time if self.start_time is not None else 0.0
-        done = step - self.start_step
-        parts = [f"step {step}/{self.total}" + (f" ({100 * step // self.total}%)" if self.total else "")]
-        if stage:
-            parts.append(f"stage {stage}")
-        parts.append(f"{duration(elapsed)} elapsed")
-        if self.total and done > 0:
-            parts.append(f"ETA {duration(elapsed / done * max(self.total - step, 0))}")
-        return ", ".join(parts)
+        return eta_line(step, self.total, elapsed, "step", stage, self.start_step)
 
     def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Also where no training ran in this process (``train=false``, a resume of a finished fit)."""
