@@ -82,8 +82,11 @@ def check_defect_free_class(root: str | Path, defect_free_class: str | None, cla
         raise DatasetError(f"no class folder {defect_free_class!r} under {root}, but there is {near[0]!r}: "
                            f"set data.defect_free_class={near[0]}")
     warnings.warn(f"no class folder {defect_free_class!r} (data.defect_free_class) under {root} (classes: "
-                  f"{', '.join(classes)}): every image counts as defective; name the defect-free folder, or set "
-                  "data.defect_free_class=null where there is none", stacklevel=3)
+                  f"{', '.join(classes)}): every image counts as defective, so a detection method cannot train "
+                  "and clustering reports no MDR, FDR or EACC; name the defect-free folder "
+                  "(data.defect_free_class=<folder>), or set data.defect_free_class=null where there is none (a "
+                  "folder of defect classes only)",
+                  stacklevel=3)
 
 
 def list_folder_samples(root: str | Path, defect_free_class: str | None = "good",
