@@ -164,6 +164,8 @@ def test_a_result_records_command_commit_device_date_and_wall_time(tmp_path: Pat
     assert (record["command"], record["commit"], record["wall_s"], record["metrics"]) == (
         "python benchmarks/x.py --y", "0123abc", 12.3, {"acc": 0.5})
     assert record["date"].endswith("+00:00") and "torch" in record["packages"]
+    write_result(tmp_path / "results", "probes/probe", "python x.py", "0123abc", 1.0, {})
+    assert json.loads((tmp_path / "results" / "probes" / "probe.json").read_text())["name"] == "probe"
 
 
 def gpu_script_calls(tmp_path: Path, *args: str) -> tuple[int, list[list[str]]]:

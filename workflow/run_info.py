@@ -88,11 +88,12 @@ def write_result(results_dir: Path, name: str, command: str, commit: str, wall_s
                  **extra: Any) -> dict[str, Any]:
     """Write and return ``<results_dir>/<name>.json``, what every benchmark result records: the command, the commit
     the run started from, this machine's device and packages, the date (UTC) and wall time, then ``extra`` and
-    ``metrics``."""
+    ``metrics``. A ``name`` with a folder (``probes/x``) writes ``<results_dir>/probes/x.json``, named ``x``."""
     info = run_info()
-    record = {"name": name, "command": command, "commit": commit, "device": info["device"],
+    record = {"name": Path(name).name, "command": command, "commit": commit, "device": info["device"],
               "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "wall_s": round(wall_s, 1),
               "packages": info["packages"], **extra, "metrics": metrics}
-    results_dir.mkdir(parents=True, exist_ok=True)
-    (results_dir / f"{name}.json").write_text(json.dumps(record, indent=2) + "\n")
+    path = results_dir / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2) + "\n")
     return record
